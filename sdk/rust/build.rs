@@ -1,0 +1,21 @@
+//! Generates the `ferry.v1` types and services from `proto/` at build time.
+//! protoc comes from the `protoc-bin-vendored` crate so no system package is
+//! needed; the file descriptor set is kept for gRPC server reflection.
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protoc = protoc_bin_vendored::protoc_bin_path()?;
+    // SAFETY: build scripts are single-threaded; prost-build reads PROTOC.
+    unsafe { std::env::set_var("PROTOC", protoc) };
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let files = ["connector.proto", "sync_job.proto", "agent.proto"]
+        .map(|f| root.join("ferry/v1").join(f));
+    for f in &files {
+        println!("cargo:rerun-if-changed={}", f.display());
+    }
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out.join("ferry_v1_descriptor.bin"))
+        .compile_protos(&files, &[root])?;
+    Ok(())
+}

@@ -1,0 +1,232 @@
+//! The contract between an agent's source code and the runtime.
+//!
+//! A [`Source`] knows one kind of data source. The runtime calls
+//! [`Source::validate`] when a user sets a connector's configuration (the
+//! answer decides `connected` vs `error`) and [`Source::sync`] for every job
+//! assigned to the agent. `sync` pushes documents into a [`DocumentSender`],
+//! which batches them by bytes and count and waits whenever the control
+//! plane has as many unacknowledged batches as the flow-control window
+//! allows: a source that simply awaits `send` runs exactly as fast as
+//! Elasticsearch accepts documents, with bounded memory.
+//!
+//! Checkpoints: after sending documents, a source may call
+//! [`DocumentSender::checkpoint`] with an opaque position ("everything up to
+//! here was handed over"). The runtime attaches the latest one to each batch;
+//! the control plane persists the checkpoint of the last batch Elasticsearch
+//! acknowledged, and a resumed attempt of the job receives it in
+//! [`Job::resume_checkpoint`]. Documents between that checkpoint and the
+//! failure are sent again; ids are deterministic, so they overwrite.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::config_schema::{ConfigFieldSpec, ConfigValues};
+use crate::proto;
+
+/// Kind of sync job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    Full,
+    Incremental,
+    AccessControl,
+}
+
+/// One job as the source sees it.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: String,
+    pub connector_id: String,
+    pub kind: JobKind,
+    pub index_name: String,
+    pub config: ConfigValues,
+    /// Position to resume from, as this source wrote it in an earlier attempt.
+    pub resume_checkpoint: Option<Vec<u8>>,
+    /// Canceled when the user cancels the job or the agent shuts down.
+    pub cancel: CancellationToken,
+}
+
+/// Why a sync stopped before the source finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SyncStopped {
+    #[error("the job was canceled")]
+    Canceled,
+    #[error("the connection to the control plane was lost")]
+    SessionLost,
+}
+
+/// A failure of the source, told to the user on the job and connector.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SourceError {
+    /// The source cannot be reached or refused the credentials.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The configuration is wrong (missing table, bad value...).
+    #[error("{0}")]
+    Configuration(String),
+    /// Anything else that went wrong while reading.
+    #[error("{0}")]
+    Internal(String),
+    #[error(transparent)]
+    Stopped(#[from] SyncStopped),
+}
+
+impl SourceError {
+    pub(crate) fn failure_kind(&self) -> proto::FailureKind {
+        match self {
+            SourceError::Unreachable(_) => proto::FailureKind::SourceUnreachable,
+            SourceError::Configuration(_) => proto::FailureKind::Configuration,
+            SourceError::Internal(_) | SourceError::Stopped(_) => proto::FailureKind::Internal,
+        }
+    }
+}
+
+/// One kind of data source.
+#[async_trait]
+pub trait Source: Send + Sync + 'static {
+    /// The `service_type` this source serves, e.g. `postgresql`.
+    fn service_type(&self) -> &str;
+
+    /// The configuration schema registered on the connector, key → field.
+    fn configuration_schema(&self) -> Vec<(String, ConfigFieldSpec)>;
+
+    /// Check the values and reach the source (connect and ping). Errors are
+    /// shown to the user, so say what to fix.
+    async fn validate(&self, config: &ConfigValues) -> Result<(), SourceError>;
+
+    /// Read the source and send every document. Return `Ok` only when all
+    /// documents were sent; stop promptly when `job.cancel` fires.
+    async fn sync(&self, job: &Job, out: &mut DocumentSender) -> Result<(), SourceError>;
+}
+
+/// Batches documents into `DocumentBatch` messages under flow control.
+pub struct DocumentSender {
+    job_id: String,
+    lease_id: String,
+    outbound: mpsc::Sender<proto::AgentMessage>,
+    window: Arc<Semaphore>,
+    window_size: u32,
+    max_batch_bytes: usize,
+    max_batch_documents: usize,
+    batch: Vec<proto::Document>,
+    batch_bytes: usize,
+    checkpoint: Vec<u8>,
+    last_sequence: u64,
+    cancel: CancellationToken,
+    documents_sent: u64,
+    metadata: serde_json::Map<String, serde_json::Value>,
+}
+
+impl DocumentSender {
+    pub(crate) fn new(
+        job_id: String,
+        lease_id: String,
+        outbound: mpsc::Sender<proto::AgentMessage>,
+        window: Arc<Semaphore>,
+        flow: &proto::FlowControl,
+        cancel: CancellationToken,
+    ) -> Self {
+        Self {
+            job_id,
+            lease_id,
+            outbound,
+            window,
+            window_size: flow.max_unacked_batches.max(1),
+            max_batch_bytes: (flow.max_batch_bytes as usize).max(1024),
+            max_batch_documents: (flow.max_batch_documents as usize).max(1),
+            batch: Vec::new(),
+            batch_bytes: 0,
+            checkpoint: Vec::new(),
+            last_sequence: 0,
+            cancel,
+            documents_sent: 0,
+            metadata: serde_json::Map::new(),
+        }
+    }
+
+    /// Queue one document. `source` must be one JSON object without
+    /// newlines. Waits while the flow-control window is full.
+    pub async fn send(&mut self, id: String, source: Vec<u8>) -> Result<(), SyncStopped> {
+        let size = id.len() + source.len();
+        if !self.batch.is_empty()
+            && (self.batch_bytes + size > self.max_batch_bytes || self.batch.len() >= self.max_batch_documents)
+        {
+            self.flush().await?;
+        }
+        self.batch_bytes += size;
+        self.batch.push(proto::Document { id, source });
+        self.documents_sent += 1;
+        Ok(())
+    }
+
+    /// Record the position that covers every document sent so far.
+    pub fn checkpoint(&mut self, position: Vec<u8>) {
+        self.checkpoint = position;
+    }
+
+    /// Add a fact to the job's metadata (rows read, tables skipped...).
+    pub fn set_metadata(&mut self, key: &str, value: serde_json::Value) {
+        self.metadata.insert(key.to_owned(), value);
+    }
+
+    /// True once the job is canceled.
+    pub fn is_canceled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Documents handed to `send` so far.
+    pub fn documents_sent(&self) -> u64 {
+        self.documents_sent
+    }
+
+    /// Send the current batch (if any) once the window has room.
+    pub async fn flush(&mut self) -> Result<(), SyncStopped> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let permit = tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => return Err(SyncStopped::Canceled),
+            p = self.window.acquire() => p.map_err(|_| SyncStopped::SessionLost)?,
+        };
+        // The permit comes back when the control plane acknowledges the batch.
+        permit.forget();
+        self.last_sequence += 1;
+        let batch = proto::DocumentBatch {
+            job_id: self.job_id.clone(),
+            lease_id: self.lease_id.clone(),
+            sequence: self.last_sequence,
+            documents: std::mem::take(&mut self.batch),
+            checkpoint: self.checkpoint.clone(),
+        };
+        self.batch_bytes = 0;
+        let msg = proto::AgentMessage { message: Some(proto::agent_message::Message::Batch(batch)) };
+        tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => Err(SyncStopped::Canceled),
+            r = self.outbound.send(msg) => r.map_err(|_| SyncStopped::SessionLost),
+        }
+    }
+
+    /// Flush and wait until every batch sent was acknowledged.
+    pub(crate) async fn finish(&mut self) -> Result<u64, SyncStopped> {
+        self.flush().await?;
+        let all = tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => return Err(SyncStopped::Canceled),
+            p = self.window.acquire_many(self.window_size) => p.map_err(|_| SyncStopped::SessionLost)?,
+        };
+        drop(all);
+        Ok(self.last_sequence)
+    }
+
+    pub(crate) fn last_sequence(&self) -> u64 {
+        self.last_sequence
+    }
+
+    pub(crate) fn take_metadata(&mut self) -> serde_json::Map<String, serde_json::Value> {
+        std::mem::take(&mut self.metadata)
+    }
+}

@@ -1,0 +1,8 @@
+//! Test harness for Ferry's integration tests: throwaway real components
+//! (PostgreSQL cluster, osmem-server, certificates) and the real binaries.
+//!
+//! Every piece cleans up after itself on drop.
+
+pub mod certs;
+pub mod osmem;
+pub mod postgres;
