@@ -104,9 +104,9 @@ pub fn json_to_value(v: &serde_json::Value) -> prost_types::Value {
         serde_json::Value::Bool(b) => Kind::BoolValue(*b),
         serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
         serde_json::Value::String(s) => Kind::StringValue(s.clone()),
-        serde_json::Value::Array(a) => Kind::ListValue(prost_types::ListValue {
-            values: a.iter().map(json_to_value).collect(),
-        }),
+        serde_json::Value::Array(a) => {
+            Kind::ListValue(prost_types::ListValue { values: a.iter().map(json_to_value).collect() })
+        }
         serde_json::Value::Object(o) => Kind::StructValue(json_to_struct(o)),
     };
     prost_types::Value { kind: Some(kind) }
@@ -114,9 +114,7 @@ pub fn json_to_value(v: &serde_json::Value) -> prost_types::Value {
 
 /// JSON object → `google.protobuf.Struct`.
 pub fn json_to_struct(o: &serde_json::Map<String, serde_json::Value>) -> prost_types::Struct {
-    prost_types::Struct {
-        fields: o.iter().map(|(k, v)| (k.clone(), json_to_value(v))).collect(),
-    }
+    prost_types::Struct { fields: o.iter().map(|(k, v)| (k.clone(), json_to_value(v))).collect() }
 }
 
 /// `google.protobuf.Value` → JSON. Whole numbers come back as integers, so a
@@ -161,7 +159,8 @@ mod tests {
 
     #[test]
     fn json_round_trips_through_protobuf_value() {
-        let v = serde_json::json!({"port": 5432, "ratio": 0.5, "tables": ["a", "b"], "ssl": false, "x": null});
+        let v =
+            serde_json::json!({"port": 5432, "ratio": 0.5, "tables": ["a", "b"], "ssl": false, "x": null});
         let back = value_to_json(&json_to_value(&v));
         assert_eq!(back, v);
     }

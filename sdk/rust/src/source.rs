@@ -151,7 +151,8 @@ impl DocumentSender {
     pub async fn send(&mut self, id: String, source: Vec<u8>) -> Result<(), SyncStopped> {
         let size = id.len() + source.len();
         if !self.batch.is_empty()
-            && (self.batch_bytes + size > self.max_batch_bytes || self.batch.len() >= self.max_batch_documents)
+            && (self.batch_bytes + size > self.max_batch_bytes
+                || self.batch.len() >= self.max_batch_documents)
         {
             self.flush().await?;
         }
