@@ -1,1 +1,107 @@
-//! placeholder, being written
+//! The agent runtime: everything between a [`Source`] and the control plane.
+//!
+//! [`Agent::run`] dials the control plane (mTLS), opens the one long-lived
+//! `AgentService/Session` stream, says `Hello` with the connectors it serves
+//! and their configuration schemas, then serves the control plane's requests
+//! until it is canceled: configuration checks, job assignments, cancels and
+//! acknowledgements. When the stream breaks it reconnects forever with
+//! jittered exponential backoff, logging why. Jobs running when the stream
+//! breaks are stopped; the control plane resumes them from their last
+//! acknowledged checkpoint once an agent is back.
+
+mod backoff;
+mod connect;
+mod session;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+pub use backoff::Backoff;
+pub use connect::{ConnectError, TlsFiles};
+
+use crate::source::Source;
+
+/// A connector this agent offers to serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedConnector {
+    pub connector_id: String,
+    pub service_type: String,
+}
+
+/// Everything the runtime needs to know, already validated.
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    /// `https://host:port` of the control plane's agents listener.
+    pub control_plane_url: String,
+    /// Client certificate, key and the CA that signed the control plane's
+    /// certificate. `None` only for plaintext test setups (`http://`).
+    pub tls: Option<TlsFiles>,
+    /// Overrides the host name checked against the server certificate.
+    pub server_name: Option<String>,
+    pub connectors: Vec<ServedConnector>,
+    /// Jobs run at once by this agent.
+    pub max_concurrent_jobs: u32,
+    pub connect_timeout: Duration,
+    /// Reported to the control plane (fleet view).
+    pub agent_version: String,
+}
+
+/// An agent: settings plus the sources it can read.
+pub struct Agent {
+    settings: AgentSettings,
+    sources: Vec<Arc<dyn Source>>,
+}
+
+impl Agent {
+    pub fn new(settings: AgentSettings, sources: Vec<Arc<dyn Source>>) -> Self {
+        Self { settings, sources }
+    }
+
+    /// Runs sessions until `shutdown` fires. Returns an error only for
+    /// problems no retry can fix (unreadable certificate files, a connector
+    /// whose service type no source serves).
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ConnectError> {
+        for c in &self.settings.connectors {
+            if !self.sources.iter().any(|s| s.service_type() == c.service_type) {
+                return Err(ConnectError::Config(format!(
+                    "connector {:?} has service_type {:?}, but this agent only serves {:?}",
+                    c.connector_id,
+                    c.service_type,
+                    self.sources.iter().map(|s| s.service_type().to_owned()).collect::<Vec<_>>()
+                )));
+            }
+        }
+        let endpoint = connect::endpoint(&self.settings)?;
+        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
+        let sources = Arc::new(self.sources);
+        loop {
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+            let started = tokio::time::Instant::now();
+            let end = session::run(&self.settings, &endpoint, sources.clone(), shutdown.clone()).await;
+            match end {
+                session::End::Shutdown => return Ok(()),
+                session::End::Lost(reason) => {
+                    // A session that lived a while was healthy: start over
+                    // with short delays.
+                    if started.elapsed() > Duration::from_secs(30) {
+                        backoff.reset();
+                    }
+                    let delay = backoff.next_delay();
+                    tracing::warn!(
+                        url = %self.settings.control_plane_url,
+                        retry_in_ms = delay.as_millis() as u64,
+                        "control plane session ended: {reason}; reconnecting"
+                    );
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! One session: a single `AgentService/Session` stream from Hello to loss.
+//!
+//! Inbound messages are handled in order on one task; long work (config
+//! checks, jobs) runs in spawned tasks that talk back through the bounded
+//! outbound queue. Acknowledgements return flow-control permits to the job
+//! they belong to, and only if they carry the job's current lease.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Endpoint;
+
+use super::connect::MAX_MESSAGE_BYTES;
+use super::AgentSettings;
+use crate::config_schema::{values_from_proto, ConfigValues};
+use crate::proto::{self, agent_message::Message as Out, control_message::Message as In};
+use crate::source::{DocumentSender, Job, JobKind, Source, SourceError, SyncStopped};
+
+/// How a session ended.
+pub(super) enum End {
+    Shutdown,
+    Lost(String),
+}
+
+/// Outbound queue depth: batches are bounded by the flow-control window
+/// already, this only absorbs bursts of small messages.
+const OUTBOUND_QUEUE: usize = 64;
+
+struct RunningJob {
+    lease_id: String,
+    cancel: CancellationToken,
+    window: Arc<Semaphore>,
+}
+
+pub(super) async fn run(
+    settings: &AgentSettings,
+    endpoint: &Endpoint,
+    sources: Arc<Vec<Arc<dyn Source>>>,
+    shutdown: CancellationToken,
+) -> End {
+    let channel = tokio::select! {
+        _ = shutdown.cancelled() => return End::Shutdown,
+        c = endpoint.connect() => match c {
+            Ok(c) => c,
+            Err(e) => return End::Lost(format!("cannot connect: {}", error_chain(&e))),
+        },
+    };
+    let mut client = proto::agent_service_client::AgentServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let (tx, rx) = mpsc::channel::<proto::AgentMessage>(OUTBOUND_QUEUE);
+    let hello = proto::Hello {
+        protocol_version: crate::PROTOCOL_VERSION as i32,
+        agent_version: settings.agent_version.clone(),
+        hostname: hostname(),
+        connectors: settings
+            .connectors
+            .iter()
+            .map(|c| {
+                let source = sources.iter().find(|s| s.service_type() == c.service_type);
+                proto::ServedConnector {
+                    connector_id: c.connector_id.clone(),
+                    service_type: c.service_type.clone(),
+                    configuration_schema: source
+                        .map(|s| s.configuration_schema().into_iter().map(|(k, f)| (k, f.to_proto())).collect())
+                        .unwrap_or_default(),
+                }
+            })
+            .collect(),
+        max_concurrent_jobs: settings.max_concurrent_jobs.max(1),
+    };
+    // Cannot fail: the receiver is alive and the queue empty.
+    let _ = tx.send(proto::AgentMessage { message: Some(Out::Hello(hello)) }).await;
+    let response = tokio::select! {
+        _ = shutdown.cancelled() => return End::Shutdown,
+        r = client.session(ReceiverStream::new(rx)) => r,
+    };
+    let mut inbound = match response {
+        Ok(r) => r.into_inner(),
+        Err(status) => return End::Lost(describe_status(&status)),
+    };
+    let welcome = match inbound.message().await {
+        Ok(Some(proto::ControlMessage { message: Some(In::Welcome(w)) })) => w,
+        Ok(Some(other)) => return End::Lost(format!("expected Welcome, got {other:?}")),
+        Ok(None) => return End::Lost("the control plane closed the session before Welcome".into()),
+        Err(status) => return End::Lost(describe_status(&status)),
+    };
+    tracing::info!(agent_id = %welcome.agent_id, session_id = %welcome.session_id, "connected to the control plane");
+
+    let session_token = shutdown.child_token();
+    let mut jobs: HashMap<String, RunningJob> = HashMap::new();
+    let mut tasks: JoinSet<Option<String>> = JoinSet::new();
+    let heartbeat_every = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms.clamp(200, 60_000)));
+    let mut heartbeat = tokio::time::interval(heartbeat_every);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    let end = loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break End::Shutdown,
+            _ = heartbeat.tick() => {
+                let running_job_ids = jobs.keys().cloned().collect();
+                let msg = proto::AgentMessage { message: Some(Out::Heartbeat(proto::Heartbeat { running_job_ids })) };
+                if tx.send(msg).await.is_err() {
+                    break End::Lost("outbound stream closed".into());
+                }
+            }
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Ok(Some(job_id)) = done {
+                    jobs.remove(&job_id);
+                }
+            }
+            msg = inbound.message() => {
+                let msg = match msg {
+                    Ok(Some(proto::ControlMessage { message: Some(m) })) => m,
+                    Ok(Some(_)) => continue,
+                    Ok(None) => break End::Lost("the control plane closed the session".into()),
+                    Err(status) => break End::Lost(describe_status(&status)),
+                };
+                match msg {
+                    In::Welcome(_) => tracing::warn!("ignoring a second Welcome"),
+                    In::ValidateConfiguration(v) => {
+                        let Some(source) = source_for(&sources, settings, &v.connector_id) else {
+                            tracing::warn!(connector_id = %v.connector_id, "asked to validate a connector this agent does not serve");
+                            continue;
+                        };
+                        let tx = tx.clone();
+                        let token = session_token.clone();
+                        tasks.spawn(async move {
+                            let values: ConfigValues = values_from_proto(&v.values);
+                            let result = tokio::select! {
+                                _ = token.cancelled() => return None,
+                                r = source.validate(&values) => r,
+                            };
+                            if let Err(e) = &result {
+                                tracing::warn!(connector_id = %v.connector_id, "configuration check failed: {e}");
+                            }
+                            let msg = proto::ValidationResult {
+                                connector_id: v.connector_id,
+                                revision: v.revision,
+                                ok: result.is_ok(),
+                                error: result.err().map(|e| e.to_string()).unwrap_or_default(),
+                            };
+                            let _ = tx.send(proto::AgentMessage { message: Some(Out::ValidationResult(msg)) }).await;
+                            None
+                        });
+                    }
+                    In::AssignJob(a) => {
+                        let Some(source) = source_for(&sources, settings, &a.connector_id) else {
+                            tracing::warn!(connector_id = %a.connector_id, job_id = %a.job_id, "assigned a job for a connector this agent does not serve");
+                            continue;
+                        };
+                        if jobs.contains_key(&a.job_id) {
+                            tracing::warn!(job_id = %a.job_id, "job assigned twice in one session; ignoring the second");
+                            continue;
+                        }
+                        let flow = a.flow_control.or(welcome.flow_control).unwrap_or_default();
+                        let window = Arc::new(Semaphore::new(flow.max_unacked_batches.max(1) as usize));
+                        let cancel = session_token.child_token();
+                        jobs.insert(a.job_id.clone(), RunningJob { lease_id: a.lease_id.clone(), cancel: cancel.clone(), window: window.clone() });
+                        tasks.spawn(run_job(source, a, flow, window, cancel, session_token.clone(), tx.clone()));
+                    }
+                    In::BatchAck(ack) => match jobs.get(&ack.job_id) {
+                        Some(job) if job.lease_id == ack.lease_id => job.window.add_permits(1),
+                        _ => tracing::debug!(job_id = %ack.job_id, "ack for a job not running here"),
+                    },
+                    In::CancelJob(c) => {
+                        if let Some(job) = jobs.get(&c.job_id) {
+                            tracing::info!(job_id = %c.job_id, reason = %c.reason, "canceling job");
+                            job.cancel.cancel();
+                        }
+                    }
+                    In::ConnectorRefused(r) => {
+                        tracing::error!(connector_id = %r.connector_id, "the control plane refuses this agent for the connector: {}", r.reason);
+                    }
+                }
+            }
+        }
+    };
+    // Stop every job of this session. Their unacknowledged batches are
+    // re-read by the next attempt, which resumes from the last acknowledged
+    // checkpoint.
+    session_token.cancel();
+    drop(tx);
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(10), drain).await.is_err() {
+        tracing::warn!("jobs did not stop within 10 s of the session ending");
+    }
+    end
+}
+
+fn source_for(
+    sources: &[Arc<dyn Source>],
+    settings: &AgentSettings,
+    connector_id: &str,
+) -> Option<Arc<dyn Source>> {
+    let c = settings.connectors.iter().find(|c| c.connector_id == connector_id)?;
+    sources.iter().find(|s| s.service_type() == c.service_type).cloned()
+}
+
+async fn run_job(
+    source: Arc<dyn Source>,
+    assignment: proto::AssignJob,
+    flow: proto::FlowControl,
+    window: Arc<Semaphore>,
+    cancel: CancellationToken,
+    session_token: CancellationToken,
+    tx: mpsc::Sender<proto::AgentMessage>,
+) -> Option<String> {
+    let kind = match proto::JobType::try_from(assignment.job_type) {
+        Ok(proto::JobType::Incremental) => JobKind::Incremental,
+        Ok(proto::JobType::AccessControl) => JobKind::AccessControl,
+        _ => JobKind::Full,
+    };
+    let job = Job {
+        id: assignment.job_id.clone(),
+        connector_id: assignment.connector_id.clone(),
+        kind,
+        index_name: assignment.index_name.clone(),
+        config: values_from_proto(&assignment.configuration),
+        resume_checkpoint: (!assignment.resume_checkpoint.is_empty()).then(|| assignment.resume_checkpoint.clone()),
+        cancel: cancel.clone(),
+    };
+    tracing::info!(job_id = %job.id, connector_id = %job.connector_id, resumed = job.resume_checkpoint.is_some(), "job started");
+    let mut out = DocumentSender::new(
+        job.id.clone(),
+        assignment.lease_id.clone(),
+        tx.clone(),
+        window,
+        &flow,
+        cancel.clone(),
+    );
+    let result = source.sync(&job, &mut out).await;
+    let result = match result {
+        Ok(()) => out.finish().await.map(|_| ()).map_err(SourceError::from),
+        Err(e) => Err(e),
+    };
+    if session_token.is_cancelled() {
+        // The session is gone: nobody can hear the outcome. The control plane
+        // resumes the job from its checkpoint.
+        tracing::info!(job_id = %job.id, "job stopped with the session");
+        return Some(job.id);
+    }
+    let outcome = match &result {
+        Ok(()) => proto::job_finished::Outcome::Completed(proto::JobCompleted {}),
+        Err(SourceError::Stopped(SyncStopped::Canceled)) => proto::job_finished::Outcome::Canceled(proto::JobCanceled {}),
+        Err(e) => proto::job_finished::Outcome::Failed(proto::JobFailed { kind: e.failure_kind() as i32, message: e.to_string() }),
+    };
+    match &result {
+        Ok(()) => tracing::info!(job_id = %job.id, documents = out.documents_sent(), "job completed"),
+        Err(e) => tracing::warn!(job_id = %job.id, documents = out.documents_sent(), "job ended: {e}"),
+    }
+    let finished = proto::JobFinished {
+        job_id: job.id.clone(),
+        lease_id: assignment.lease_id,
+        last_sequence: out.last_sequence(),
+        outcome: Some(outcome),
+        metadata: Some(crate::config_schema::json_to_struct(&out.take_metadata())),
+    };
+    let _ = tx.send(proto::AgentMessage { message: Some(Out::JobFinished(finished)) }).await;
+    Some(job.id)
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_owned()))
+        .unwrap_or_default()
+}
+
+fn describe_status(status: &tonic::Status) -> String {
+    let mut s = format!("{:?}: {}", status.code(), status.message());
+    if let Some(src) = std::error::Error::source(status) {
+        s.push_str(&format!(" ({})", error_chain(src)));
+    }
+    s
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
