@@ -6,3 +6,4 @@
 pub mod certs;
 pub mod osmem;
 pub mod postgres;
+pub mod process;
