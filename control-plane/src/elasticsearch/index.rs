@@ -1,0 +1,72 @@
+//! The content index a connector syncs into, and how a full sync removes vanished documents.
+//!
+//! # Deleting what vanished from the source, without remembering ids
+//!
+//! Every document written by a full sync carries that sync's generation in
+//! [`GENERATION_FIELD`] (spliced in by the bulk path, see [`generation_fragment`]). When the full
+//! sync has written everything, any document still lacking the current generation was not seen
+//! in the source this time: it vanished, and [`delete_stale`] has Elasticsearch delete it with one
+//! `_delete_by_query`. The control plane's memory therefore does not grow with the index. (Elastic's
+//! connector service loads every `_id` of the index into RAM for this — about 5 GB for 100M
+//! documents.) Documents written concurrently by an incremental sync are safe as long as they
+//! carry the current generation too; `conflicts=proceed` makes a document changed during the
+//! deletion be skipped rather than deleted.
+
+use serde_json::json;
+
+use super::client::EsClient;
+use super::error::EsError;
+
+/// The field holding the generation of the full sync that last wrote a document.
+pub const GENERATION_FIELD: &str = "_ferry_sync_generation";
+
+/// The pre-rendered JSON fragment (`"_ferry_sync_generation":1234`) for
+/// [`super::bulk::BulkIndexer::index_batch`]'s `extra_fields`.
+pub fn generation_fragment(generation: i64) -> Vec<u8> {
+    format!("\"{GENERATION_FIELD}\":{generation}").into_bytes()
+}
+
+fn generation_mapping() -> serde_json::Value {
+    json!({ "properties": { GENERATION_FIELD: { "type": "long" } } })
+}
+
+/// Makes sure `index` exists and maps [`GENERATION_FIELD`] as `long`.
+///
+/// A missing index is created with no mappings but ours (dynamic mapping does the rest). An
+/// existing one — possibly pre-created by the user with their own mappings, analyzers, even
+/// `"dynamic": "strict"` — keeps everything it has: we only add our field with `_mapping`, which
+/// is additive. Fails if the index already maps the field with another type.
+pub async fn ensure_index(client: &EsClient, index: &str) -> Result<(), EsError> {
+    if !client.index_exists(index).await? {
+        // Another control plane may create it between the check and here: `create_index`
+        // treats "already exists" as success.
+        client.create_index(index, &json!({ "mappings": generation_mapping() })).await?;
+    }
+    client.put_mapping(index, &generation_mapping()).await
+}
+
+/// Deletes every document of `index` whose [`GENERATION_FIELD`] is not `generation` (including
+/// documents without the field) and returns how many were deleted. Refreshes first, so the
+/// sync's last writes are visible to the query, and after, so counts reflect the deletion.
+pub async fn delete_stale(client: &EsClient, index: &str, generation: i64) -> Result<u64, EsError> {
+    client.refresh(index).await?;
+    let query = json!({ "bool": { "must_not": [ { "term": { GENERATION_FIELD: generation } } ] } });
+    let deleted = client.delete_by_query(index, &query).await?;
+    client.refresh(index).await?;
+    Ok(deleted)
+}
+
+/// Number of documents in `index` (after the last refresh).
+pub async fn count(client: &EsClient, index: &str) -> Result<u64, EsError> {
+    client.count(index, None).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fragment() {
+        assert_eq!(generation_fragment(1234), br#""_ferry_sync_generation":1234"#.to_vec());
+    }
+}

@@ -1,0 +1,3 @@
+//! Ferry control plane library.
+
+pub mod elasticsearch;
