@@ -55,6 +55,7 @@ pub fn workspace_bin(name: &str) -> anyhow::Result<PathBuf> {
         }
     }
     candidates.push(workspace_root().join("target").join("debug").join(name));
+    candidates.dedup();
     for c in &candidates {
         if c.is_file() {
             return Ok(c.clone());
