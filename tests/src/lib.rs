@@ -4,6 +4,7 @@
 //! Every piece cleans up after itself on drop.
 
 pub mod certs;
+pub mod faults;
 pub mod osmem;
 pub mod postgres;
 pub mod process;
