@@ -128,7 +128,7 @@ impl State {
         if is_bulk {
             let n = self.counters.bulk_requests.fetch_add(1, Ordering::Relaxed);
             let every = self.plan.reject_every_nth_bulk;
-            if every > 0 && n % every == 0 {
+            if every > 0 && n.is_multiple_of(every) {
                 self.counters.rejected_requests.fetch_add(1, Ordering::Relaxed);
                 return Ok(respond(
                     429,
@@ -155,7 +155,7 @@ impl State {
             let mut rejected = 0;
             if let Some(items) = v["items"].as_array_mut() {
                 for (pos, item) in items.iter_mut().enumerate() {
-                    if (pos + 1) % every != 0 {
+                    if !(pos + 1).is_multiple_of(every) {
                         continue;
                     }
                     let Some(body) = item.as_object_mut().and_then(|o| o.values_mut().next()) else {

@@ -289,11 +289,7 @@ fn json_string_len(s: &str) -> usize {
 }
 
 /// Groups consecutive documents into requests of at most `max_bytes` (a lone bigger one alone).
-fn split_by_size<'a>(
-    items: &'a [usize],
-    size: impl Fn(&usize) -> usize,
-    max_bytes: usize,
-) -> Vec<&'a [usize]> {
+fn split_by_size(items: &[usize], size: impl Fn(&usize) -> usize, max_bytes: usize) -> Vec<&[usize]> {
     let mut chunks = Vec::new();
     let (mut start, mut bytes) = (0, 0);
     for (pos, item) in items.iter().enumerate() {
@@ -499,12 +495,15 @@ mod tests {
     #[test]
     fn backoff_is_capped_and_jittered() {
         let (i, cap) = (Duration::from_millis(200), Duration::from_secs(10));
-        for attempt in 1..40 {
-            let d = backoff(i, cap, attempt);
-            assert!(d <= cap);
-            assert!(d <= i * 2u32.pow(attempt.min(10) - 1).max(1) || d <= cap);
+        for attempt in 1..40u32 {
+            let ceiling = (i * 2u32.pow((attempt - 1).min(20))).min(cap);
+            let delays: Vec<Duration> = (0..50).map(|_| backoff(i, cap, attempt)).collect();
+            assert!(delays.iter().all(|d| *d <= ceiling), "attempt {attempt}: {delays:?}");
+            if attempt >= 3 {
+                // Full jitter: not a constant.
+                assert!(delays.iter().any(|d| *d != delays[0]), "attempt {attempt}: {delays:?}");
+            }
         }
-        assert!(backoff(i, cap, 1) <= i);
     }
 
     // Captured from osmem-server (same shape as Elasticsearch 8.x).
