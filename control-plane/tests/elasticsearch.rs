@@ -295,3 +295,72 @@ async fn retries_give_up_with_an_error() {
     }
     assert_eq!(proxy.rejected_requests(), 3);
 }
+
+/// A one-shot HTTP server that records the request head and answers `status` with `body`.
+async fn one_shot_server(status: u16, body: &'static str) -> (String, tokio::task::JoinHandle<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut head = Vec::new();
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        let reply = format!(
+            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(reply.as_bytes()).await.unwrap();
+        String::from_utf8_lossy(&head).to_lowercase()
+    });
+    (url, task)
+}
+
+#[tokio::test]
+async fn every_request_carries_the_connectors_origin_and_the_api_key() {
+    let (url, head) = one_shot_server(
+        200,
+        r#"{"cluster_name":"c","version":{"number":"8.15.0","build_flavor":"default"}}"#,
+    )
+    .await;
+    let mut cfg = EsClientConfig::new(url);
+    cfg.auth = ferry_control_plane::elasticsearch::EsAuth::ApiKey("a2V5OnNlY3JldA==".into());
+    let v = handshake(&EsClient::new(&cfg).unwrap()).await.unwrap();
+    assert_eq!((v.distribution, v.major), (Distribution::Elasticsearch, 8));
+    let head = head.await.unwrap();
+    assert!(head.contains("\r\nx-elastic-product-origin: connectors\r\n"), "{head}");
+    assert!(head.contains("\r\nauthorization: apikey a2v5onnly3jlda==\r\n"), "{head}");
+}
+
+#[tokio::test]
+async fn rejected_credentials_are_an_auth_error_without_the_secret() {
+    let (url, head) = one_shot_server(
+        401,
+        r#"{"error":{"type":"security_exception","reason":"unable to authenticate user [elastic]"},"status":401}"#,
+    )
+    .await;
+    let mut cfg = EsClientConfig::new(url);
+    cfg.auth = ferry_control_plane::elasticsearch::EsAuth::Basic {
+        username: "elastic".into(),
+        password: "hunter2".into(),
+    };
+    let err = EsClient::new(&cfg).unwrap().info().await.unwrap_err();
+    assert!(matches!(err, EsError::Auth { status: 401, .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("check elasticsearch.api_key or username/password"), "{msg}");
+    assert!(!msg.contains("hunter2") && !format!("{err:?}").contains("hunter2"), "{msg}");
+    assert!(head.await.unwrap().contains("authorization: basic "));
+}
+
+#[test]
+fn bulk_indexer_is_cheap_to_share() {
+    fn shareable<T: Clone + Send + Sync + 'static>() {}
+    shareable::<BulkIndexer>();
+    shareable::<EsClient>();
+}
