@@ -1,0 +1,318 @@
+//! Streaming one table's rows as Elasticsearch documents.
+//!
+//! Contract:
+//! - One transaction per table, `REPEATABLE READ, READ ONLY`: the table is
+//!   read from one consistent snapshot.
+//! - Rows are streamed with an extended-protocol portal (`query_raw`), which
+//!   tokio-postgres reads as the caller pulls; nothing is paged with OFFSET
+//!   and no result is held in memory. Rows come in primary-key order, so the
+//!   last key read is an exact resume position (keyset: `WHERE (pk...) >
+//!   ($1::text::type, ...)`, with parameters, never interpolated values).
+//! - PostgreSQL renders the JSON (`json_build_object`, the same conversion as
+//!   `row_to_json`): numerics keep every digit, NaN/Infinity become strings,
+//!   json/jsonb nest, arrays are arrays, composites are objects, NULL is null
+//!   and any other type (custom, extension) becomes its text output — no type
+//!   can crash the reader. Two exceptions are rewritten in SQL:
+//!   `timestamp without time zone` is taken as UTC (`AT TIME ZONE 'UTC'`, so
+//!   the JSON carries an RFC 3339 offset; the session runs with
+//!   `TimeZone=UTC`), and `bytea` becomes base64 without line breaks.
+//!   (Arrays of those types keep PostgreSQL's default rendering.)
+//!   Field names are passed as parameters, so they are not cut at
+//!   PostgreSQL's 63-byte identifier limit.
+//! - The extra fields (`id`, `_timestamp`, `table`, `schema`, `database`)
+//!   are spliced into the JSON text; no JSON tree is built per row.
+
+use std::pin::Pin;
+
+use ferry_sdk::SourceError;
+use futures::StreamExt;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, RowStream};
+
+use super::catalog::{query_error, quote_ident, TableInfo};
+use super::ids::{finalize_id, push_key_part, KeyKind};
+
+/// `json_build_object` takes at most 100 arguments: 50 key/value pairs.
+const PAIRS_PER_OBJECT: usize = 50;
+
+/// What every document of a sync shares.
+#[derive(Debug, Clone)]
+pub struct DocContext {
+    pub database: String,
+    pub schema: String,
+    /// `_timestamp`: the sync's start, RFC 3339 UTC.
+    pub timestamp: String,
+}
+
+impl DocContext {
+    /// A context stamped with the current time.
+    pub fn now(database: &str, schema: &str) -> Self {
+        let timestamp = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_owned());
+        Self { database: database.to_owned(), schema: schema.to_owned(), timestamp }
+    }
+}
+
+/// One document read from a row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Document {
+    /// Elasticsearch `_id`.
+    pub id: String,
+    /// The `_source`: one JSON object, no newlines.
+    pub source: Vec<u8>,
+    /// The row's primary key values as PostgreSQL text, in key order.
+    pub key: Vec<String>,
+}
+
+/// The SQL and fixed parts of the documents of one table.
+#[derive(Debug, Clone)]
+pub struct TablePlan {
+    pub table: TableInfo,
+    /// Field names (`{schema}_{table}_{column}`, lower case), in select order.
+    pub fields: Vec<String>,
+    /// Column list used for `fields` (duplicates after lower-casing dropped).
+    columns: Vec<usize>,
+    key_kinds: Vec<KeyKind>,
+    /// Indices into the primary key, in table column order: the order of the
+    /// key parts in the document id (see below).
+    id_order: Vec<usize>,
+    /// `{database}_{schema}_{table}_`
+    id_prefix: String,
+    /// `,"_timestamp":...,"table":...,"schema":...,"database":...}`
+    suffix: Vec<u8>,
+    objects: usize,
+}
+
+impl TablePlan {
+    /// Plan a table; it must have a primary key.
+    pub fn new(ctx: &DocContext, table: TableInfo) -> Result<Self, SourceError> {
+        if table.primary_key.is_empty() {
+            return Err(SourceError::Configuration(format!(
+                "table \"{}\" has no primary key: add a primary key, or use an advanced sync rule with id_columns",
+                table.name
+            )));
+        }
+        let mut fields = Vec::with_capacity(table.columns.len());
+        let mut columns = Vec::with_capacity(table.columns.len());
+        let mut seen = std::collections::HashSet::new();
+        for (i, c) in table.columns.iter().enumerate() {
+            let field = format!("{}_{}_{}", table.schema, table.name, c.name).to_lowercase();
+            if !seen.insert(field.clone()) {
+                // Two columns that differ only in case would give the same
+                // field twice, which Elasticsearch rejects.
+                tracing::warn!(table = %table.name, column = %c.name, field = %field,
+                    "column maps to the same field as another column (names differ only in case); skipping it");
+                continue;
+            }
+            fields.push(field);
+            columns.push(i);
+        }
+        let key_kinds = table.primary_key.iter().map(|c| KeyKind::for_type(&c.base_type)).collect();
+        // Elastic reads the key columns through information_schema without an
+        // ORDER BY, which PostgreSQL answers in column order, not key order:
+        // for `PRIMARY KEY (n, region)` on columns (region, n) its ids read
+        // `..._{region}_{n}_`. Ids use that order so they stay identical;
+        // reading and resuming use key order (the primary key index).
+        let position = |name: &str| table.columns.iter().position(|c| c.name == name).unwrap_or(usize::MAX);
+        let mut id_order: Vec<usize> = (0..table.primary_key.len()).collect();
+        id_order.sort_by_key(|&i| position(&table.primary_key[i].name));
+        let id_prefix = format!("{}_{}_{}_", ctx.database, ctx.schema, table.name);
+        let mut suffix = Vec::new();
+        for (k, v) in [
+            ("_timestamp", &ctx.timestamp),
+            ("table", &table.name),
+            ("schema", &ctx.schema),
+            ("database", &ctx.database),
+        ] {
+            suffix.push(b',');
+            write_json_str(&mut suffix, k);
+            suffix.push(b':');
+            write_json_str(&mut suffix, v);
+        }
+        suffix.push(b'}');
+        let objects = columns.len().div_ceil(PAIRS_PER_OBJECT).max(1);
+        Ok(Self { table, fields, columns, key_kinds, id_order, id_prefix, suffix, objects })
+    }
+
+    /// The SELECT; with `resume`, a keyset predicate whose parameters follow
+    /// the field-name parameters.
+    pub fn sql(&self, resume: bool) -> String {
+        let t = &self.table;
+        let mut sql = String::from("SELECT ");
+        let mut param = 0usize;
+        for (chunk_no, chunk) in self.columns.chunks(PAIRS_PER_OBJECT).enumerate() {
+            if chunk_no > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str("json_build_object(");
+            for (j, &ci) in chunk.iter().enumerate() {
+                if j > 0 {
+                    sql.push_str(", ");
+                }
+                param += 1;
+                let col = &t.columns[ci];
+                let c = format!("t.{}", quote_ident(&col.name));
+                let expr = match col.base_type.as_str() {
+                    "timestamp" => format!("({c}::timestamp AT TIME ZONE 'UTC')"),
+                    "bytea" => format!("translate(encode({c}::bytea, 'base64'), E'\\n', '')"),
+                    _ => c,
+                };
+                sql.push_str(&format!("${param}::text, {expr}"));
+            }
+            sql.push_str(")::text");
+        }
+        let pk: Vec<String> = t.primary_key.iter().map(|c| format!("t.{}", quote_ident(&c.name))).collect();
+        for p in &pk {
+            sql.push_str(&format!(", {p}::text"));
+        }
+        sql.push_str(&format!(" FROM {}.{} AS t", quote_ident(&t.schema), quote_ident(&t.name)));
+        if resume {
+            let params: Vec<String> = t
+                .primary_key
+                .iter()
+                .map(|c| {
+                    param += 1;
+                    format!("${param}::text::{}", c.sql_type)
+                })
+                .collect();
+            sql.push_str(&format!(" WHERE ({}) > ({})", pk.join(", "), params.join(", ")));
+        }
+        sql.push_str(&format!(" ORDER BY {}", pk.join(", ")));
+        sql
+    }
+
+    /// Primary key arity.
+    pub fn key_len(&self) -> usize {
+        self.table.primary_key.len()
+    }
+}
+
+/// Reads one table inside its own snapshot transaction.
+pub struct TableReader<'a> {
+    client: &'a Client,
+    plan: &'a TablePlan,
+    stream: Pin<Box<RowStream>>,
+    rows: u64,
+}
+
+impl<'a> TableReader<'a> {
+    /// Begin the transaction and start the query; `after` resumes after
+    /// that primary key (PostgreSQL text of each key column).
+    pub async fn open(
+        client: &'a Client,
+        plan: &'a TablePlan,
+        after: Option<&[String]>,
+    ) -> Result<TableReader<'a>, SourceError> {
+        let what = format!("read table \"{}\"", plan.table.name);
+        if let Some(a) = after {
+            if a.len() != plan.key_len() {
+                return Err(SourceError::Internal(format!(
+                    "{what}: resume position has {} key values, the primary key has {} columns",
+                    a.len(),
+                    plan.key_len()
+                )));
+            }
+        }
+        client
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .await
+            .map_err(|e| query_error(&what, &e))?;
+        let sql = plan.sql(after.is_some());
+        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(plan.fields.len() + plan.key_len());
+        for f in &plan.fields {
+            params.push(f);
+        }
+        if let Some(a) = after {
+            for v in a {
+                params.push(v);
+            }
+        }
+        let stream = match client.query_raw(&sql, params).await {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = client.batch_execute("ROLLBACK").await;
+                return Err(query_error(&what, &e));
+            }
+        };
+        Ok(TableReader { client, plan, stream: Box::pin(stream), rows: 0 })
+    }
+
+    /// The next document, `None` at the end of the table.
+    pub async fn next(&mut self) -> Result<Option<Document>, SourceError> {
+        let row = match self.stream.next().await {
+            None => return Ok(None),
+            Some(Ok(r)) => r,
+            Some(Err(e)) => return Err(query_error(&format!("read table \"{}\"", self.plan.table.name), &e)),
+        };
+        self.rows += 1;
+        let plan = self.plan;
+        let bad_row = |e: tokio_postgres::Error| {
+            SourceError::Internal(format!("read table \"{}\": unexpected row: {e}", plan.table.name))
+        };
+        let mut key = Vec::with_capacity(plan.key_len());
+        for i in 0..plan.key_len() {
+            let text: &str = row.try_get(plan.objects + i).map_err(bad_row)?;
+            key.push(text.to_owned());
+        }
+        let mut id = plan.id_prefix.clone();
+        for &i in &plan.id_order {
+            push_key_part(&mut id, plan.key_kinds[i], &key[i]);
+        }
+        let id = finalize_id(id);
+
+        let mut objects: Vec<&str> = Vec::with_capacity(plan.objects);
+        let mut len = id.len() + plan.suffix.len() + 16;
+        for i in 0..plan.objects {
+            let o: &str = row.try_get(i).map_err(bad_row)?;
+            len += o.len();
+            objects.push(o);
+        }
+        let mut source = Vec::with_capacity(len);
+        source.extend_from_slice(b"{\"id\":");
+        write_json_str(&mut source, &id);
+        for o in objects {
+            // `{...}` → `...`; an object is never empty (a table has columns).
+            let inner = o.trim().strip_prefix('{').and_then(|s| s.strip_suffix('}')).unwrap_or("");
+            if !inner.trim().is_empty() {
+                source.push(b',');
+                source.extend_from_slice(inner.as_bytes());
+            }
+        }
+        source.extend_from_slice(&plan.suffix);
+        // Values of type `json` keep the text they were stored with, which may
+        // contain line breaks. In valid JSON a raw CR/LF can only be
+        // whitespace (inside strings they are escaped), so blanking them keeps
+        // the document identical while making it one line.
+        if memchr::memchr2(b'\n', b'\r', &source).is_some() {
+            for b in source.iter_mut() {
+                if *b == b'\n' || *b == b'\r' {
+                    *b = b' ';
+                }
+            }
+        }
+        Ok(Some(Document { id, source, key }))
+    }
+
+    /// Rows read so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// End the transaction. Returns the number of rows read.
+    pub async fn finish(self) -> Result<u64, SourceError> {
+        let rows = self.rows;
+        drop(self.stream);
+        self.client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| query_error(&format!("finish reading table \"{}\"", self.plan.table.name), &e))?;
+        Ok(rows)
+    }
+}
+
+/// Append `s` as a JSON string literal.
+pub(crate) fn write_json_str(buf: &mut Vec<u8>, s: &str) {
+    // Writing a &str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *buf, s);
+}

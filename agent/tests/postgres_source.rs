@@ -1,0 +1,351 @@
+//! The PostgreSQL source against a real, throwaway PostgreSQL cluster.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use ferry_agent::postgres::{full_sync, DocumentSink, PostgresConfig, PostgresSource, SyncReport};
+use ferry_sdk::{ConfigValues, Source, SourceError, SyncStopped};
+use ferry_tests::postgres::PgCluster;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+const DB: &str = "ferry";
+
+#[derive(Default)]
+struct Collect {
+    docs: Vec<(String, String)>,
+    checkpoints: Vec<Vec<u8>>,
+    metadata: BTreeMap<String, Value>,
+}
+
+#[async_trait]
+impl DocumentSink for Collect {
+    async fn send(&mut self, id: String, source: Vec<u8>) -> Result<(), SyncStopped> {
+        self.docs.push((id, String::from_utf8(source).expect("utf-8 document")));
+        Ok(())
+    }
+    fn checkpoint(&mut self, position: Vec<u8>) {
+        self.checkpoints.push(position);
+    }
+    fn set_metadata(&mut self, key: &str, value: Value) {
+        self.metadata.insert(key.to_owned(), value);
+    }
+}
+
+impl Collect {
+    fn ids(&self) -> Vec<&str> {
+        self.docs.iter().map(|(id, _)| id.as_str()).collect()
+    }
+    fn doc(&self, id: &str) -> Value {
+        let (_, src) = self.docs.iter().find(|(i, _)| i == id).unwrap_or_else(|| panic!("no document {id}"));
+        serde_json::from_str(src).unwrap()
+    }
+}
+
+fn values(pg: &PgCluster, tables: &str) -> ConfigValues {
+    let v = json!({
+        "host": pg.host(), "port": pg.port(), "username": pg.superuser(), "password": pg.password(),
+        "database": DB, "schema": "public", "tables": tables,
+    });
+    v.as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+async fn cluster(sql: &str) -> PgCluster {
+    let pg = PgCluster::start().unwrap();
+    pg.create_database(DB).await.unwrap();
+    pg.execute(DB, sql).await.unwrap();
+    pg
+}
+
+async fn sync(pg: &PgCluster, tables: &str, resume: Option<&[u8]>) -> (Collect, SyncReport) {
+    let cfg = PostgresConfig::from_values(&values(pg, tables)).unwrap();
+    let mut sink = Collect::default();
+    let report = full_sync(&cfg, resume, &CancellationToken::new(), &mut sink).await.unwrap();
+    (sink, report)
+}
+
+/// The raw JSON token of `key` in a document's text (numbers only).
+fn raw_number<'a>(src: &'a str, key: &str) -> &'a str {
+    let at = src.find(&format!("\"{key}\"")).unwrap_or_else(|| panic!("no {key} in {src}"));
+    let rest = src[at + key.len() + 2..].trim_start().strip_prefix(':').unwrap().trim_start();
+    let end = rest.find([',', '}']).unwrap();
+    rest[..end].trim_end()
+}
+
+#[tokio::test]
+async fn types_are_rendered_faithfully() {
+    let pg = cluster(
+        r#"
+        CREATE TYPE mood AS ENUM ('sad', 'happy');
+        CREATE TYPE pair AS (a int, b text);
+        CREATE TABLE types (
+            id int PRIMARY KEY, s smallint, i int, b bigint, n numeric(30,10), nn numeric,
+            r real, d double precision, dd double precision, t text, vc varchar(10), ch char(3),
+            bo boolean, da date, ti time, ts timestamp, tz timestamptz, iv interval, jb jsonb,
+            js json, ia int[], ta text[], by bytea, u uuid, ip inet, ci cidr, mac macaddr,
+            mo money, e mood, c pair, "Mixed Case" text);
+        INSERT INTO types VALUES (1, 32767, -2147483648, 9223372036854775807,
+            12345678901234567890.1234567890, 'NaN', 'Infinity', '-Infinity', 0.1,
+            E'he said "hi"\nline2 \\ ünïcødé 🚀', 'abc', 'ab', true, '2024-02-29',
+            '13:45:06.5', '2024-01-02 03:04:05.123456', '2024-01-02 03:04:05+02',
+            '1 day 02:03:04', '{"a": {"b": [1, 2, {"c": null}]}, "d": 1.50}',
+            E'{"x":\n 1}', '{1,2,3}', '{"a","b c","\"q\""}', '\x00ff10',
+            'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '192.168.0.1/24', '10.0.0.0/8',
+            '08:00:2b:01:02:03', 12.34, 'happy', ROW(1, 'x'), 'M');
+        INSERT INTO types (id) VALUES (2);
+        "#,
+    )
+    .await;
+    let (sink, report) = sync(&pg, "types", None).await;
+    assert_eq!(report.rows_read, 2);
+    assert_eq!(sink.ids(), ["ferry_public_types_1_", "ferry_public_types_2_"]);
+    for (_, src) in &sink.docs {
+        assert!(!src.contains('\n') && !src.contains('\r'), "document has a line break: {src}");
+    }
+    let raw = &sink.docs[0].1;
+    assert_eq!(raw_number(raw, "public_types_n"), "12345678901234567890.1234567890");
+    assert_eq!(raw_number(raw, "public_types_b"), "9223372036854775807");
+    assert_eq!(raw_number(raw, "public_types_dd"), "0.1");
+
+    let d = sink.doc("ferry_public_types_1_");
+    let f = |c: &str| d[format!("public_types_{c}")].clone();
+    assert_eq!(f("id"), json!(1));
+    assert_eq!(f("s"), json!(32767));
+    assert_eq!(f("i"), json!(-2147483648i64));
+    assert_eq!(f("nn"), json!("NaN"));
+    assert_eq!(f("r"), json!("Infinity"));
+    assert_eq!(f("d"), json!("-Infinity"));
+    assert_eq!(f("t"), json!("he said \"hi\"\nline2 \\ ünïcødé 🚀"));
+    assert_eq!(f("vc"), json!("abc"));
+    assert_eq!(f("ch"), json!("ab "));
+    assert_eq!(f("bo"), json!(true));
+    assert_eq!(f("da"), json!("2024-02-29"));
+    assert_eq!(f("ti"), json!("13:45:06.5"));
+    assert_eq!(f("ts"), json!("2024-01-02T03:04:05.123456+00:00"));
+    assert_eq!(f("tz"), json!("2024-01-02T01:04:05+00:00"));
+    assert_eq!(f("iv"), json!("1 day 02:03:04"));
+    assert_eq!(f("jb"), json!({"a": {"b": [1, 2, {"c": null}]}, "d": 1.50}));
+    assert_eq!(f("js"), json!({"x": 1}));
+    assert_eq!(f("ia"), json!([1, 2, 3]));
+    assert_eq!(f("ta"), json!(["a", "b c", "\"q\""]));
+    assert_eq!(f("by"), json!("AP8Q"));
+    assert_eq!(f("u"), json!("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"));
+    assert_eq!(f("ip"), json!("192.168.0.1/24"));
+    assert_eq!(f("ci"), json!("10.0.0.0/8"));
+    assert_eq!(f("mac"), json!("08:00:2b:01:02:03"));
+    assert_eq!(f("mo"), json!("$12.34"));
+    assert_eq!(f("e"), json!("happy"));
+    assert_eq!(f("c"), json!({"a": 1, "b": "x"}));
+    assert_eq!(f("mixed case"), json!("M"));
+    // Extra fields.
+    assert_eq!(d["id"], json!("ferry_public_types_1_"));
+    assert_eq!(d["table"], json!("types"));
+    assert_eq!(d["schema"], json!("public"));
+    assert_eq!(d["database"], json!("ferry"));
+    let ts = d["_timestamp"].as_str().unwrap();
+    time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339).unwrap();
+    assert!(ts.ends_with('Z'), "{ts}");
+
+    // All NULLs.
+    let d2 = sink.doc("ferry_public_types_2_");
+    assert_eq!(d2.as_object().unwrap().len(), 31 + 5);
+    for c in ["n", "t", "ts", "jb", "ia", "by", "c", "e", "mixed case"] {
+        assert_eq!(d2[format!("public_types_{c}")], Value::Null, "{c}");
+    }
+}
+
+#[tokio::test]
+async fn ids_follow_elastic_including_falsy_key_parts() {
+    let pg = cluster(
+        r#"
+        CREATE TABLE orders (region text, n int, "Note" text, PRIMARY KEY (n, region));
+        INSERT INTO orders VALUES ('eu', 1, 'a'), ('eu', 0, 'b'), ('', 5, 'c');
+        CREATE TABLE single (id int PRIMARY KEY);
+        INSERT INTO single VALUES (0), (7);
+        CREATE TABLE flags (f boolean PRIMARY KEY);
+        INSERT INTO flags VALUES (true), (false);
+        CREATE TABLE long_keys (k text PRIMARY KEY);
+        INSERT INTO long_keys VALUES (repeat('x', 600));
+        "#,
+    )
+    .await;
+    let (sink, report) = sync(&pg, "*", None).await;
+    let long = format!("ferry_public_long_keys_{}_", "x".repeat(600));
+    let long_md5 = {
+        use md5::Digest;
+        hex::encode(md5::Md5::digest(long.as_bytes()))
+    };
+    // Tables in name order, rows in key order (n, region); id parts in
+    // column order (region, n) as Elastic's connector writes them.
+    assert_eq!(
+        sink.ids(),
+        [
+            "ferry_public_flags_",
+            "ferry_public_flags_True_",
+            long_md5.as_str(),
+            "ferry_public_orders_eu_",
+            "ferry_public_orders_eu_1_",
+            "ferry_public_orders_5_",
+            "ferry_public_single_",
+            "ferry_public_single_7_",
+        ]
+    );
+    let d = sink.doc("ferry_public_orders_eu_1_");
+    assert_eq!(d["public_orders_region"], json!("eu"));
+    assert_eq!(d["public_orders_n"], json!(1));
+    assert_eq!(d["public_orders_note"], json!("a"));
+    assert_eq!(d["id"], json!("ferry_public_orders_eu_1_"));
+    assert_eq!(sink.doc(&long_md5)["id"], json!(long_md5));
+    assert_eq!(report.rows_per_table["orders"], 3);
+    assert_eq!(sink.metadata["rows_read"], json!(8));
+}
+
+#[tokio::test]
+async fn weird_table_names_are_names_not_sql() {
+    let pg = cluster(
+        r#"
+        CREATE TABLE "we""ird; DROP" ("Id" int PRIMARY KEY, "va""l" text);
+        INSERT INTO "we""ird; DROP" VALUES (1, 'v');
+        CREATE TABLE other (id int PRIMARY KEY);
+        "#,
+    )
+    .await;
+    let (sink, _) = sync(&pg, "we\"ird; DROP", None).await;
+    assert_eq!(sink.ids(), ["ferry_public_we\"ird; DROP_1_"]);
+    let d = sink.doc("ferry_public_we\"ird; DROP_1_");
+    assert_eq!(d["public_we\"ird; drop_va\"l"], json!("v"));
+    assert_eq!(d["table"], json!("we\"ird; DROP"));
+    // Still there.
+    pg.execute(DB, "SELECT * FROM other").await.unwrap();
+}
+
+#[tokio::test]
+async fn tables_without_primary_key_are_skipped_and_reported() {
+    let pg = cluster(
+        r#"
+        CREATE TABLE nopk (a int); INSERT INTO nopk VALUES (1), (2);
+        CREATE TABLE withpk (id int PRIMARY KEY); INSERT INTO withpk VALUES (1);
+        "#,
+    )
+    .await;
+    let (sink, report) = sync(&pg, "*", None).await;
+    assert_eq!(sink.ids(), ["ferry_public_withpk_1_"]);
+    assert_eq!(report.skipped_tables, ["nopk"]);
+    assert_eq!(sink.metadata["skipped_tables"], json!(["nopk"]));
+    assert_eq!(sink.metadata["rows_per_table"], json!({"withpk": 1}));
+}
+
+#[tokio::test]
+async fn resumes_after_the_checkpoint() {
+    let pg = cluster(
+        r#"
+        CREATE TABLE a (id int PRIMARY KEY); INSERT INTO a SELECT generate_series(1, 5);
+        CREATE TABLE b (k text, t timestamptz, PRIMARY KEY (k, t));
+        INSERT INTO b SELECT 'k' || (g % 2), timestamptz '2024-01-01 00:00:00+00' + g * interval '1 hour'
+            FROM generate_series(1, 6) g;
+        "#,
+    )
+    .await;
+    let (full, _) = sync(&pg, "*", None).await;
+    assert_eq!(full.docs.len(), 11);
+    assert_eq!(full.checkpoints.len(), 11);
+    let cp: Value = serde_json::from_slice(&full.checkpoints[2]).unwrap();
+    assert_eq!(cp, json!({"table": "a", "after": ["3"]}));
+
+    // Resume inside table a: rows 4, 5 of a, then all of b.
+    let (resumed, _) = sync(&pg, "*", Some(&full.checkpoints[2])).await;
+    let expected: Vec<&str> = full.ids()[3..].to_vec();
+    assert_eq!(resumed.ids(), expected);
+
+    // Resume inside table b (composite key with a timestamptz): a is skipped.
+    let (resumed, report) = sync(&pg, "*", Some(&full.checkpoints[7])).await;
+    assert_eq!(resumed.ids(), full.ids()[8..].to_vec());
+    assert!(!report.rows_per_table.contains_key("a"));
+
+    // An unreadable checkpoint restarts from scratch.
+    let (resumed, _) = sync(&pg, "*", Some(b"garbage")).await;
+    assert_eq!(resumed.ids(), full.ids());
+}
+
+#[tokio::test]
+async fn validate_reports_what_to_fix() {
+    let pg = cluster("CREATE TABLE present (id int PRIMARY KEY);").await;
+    let source = PostgresSource::new();
+    assert_eq!(source.service_type(), "postgresql");
+    source.validate(&values(&pg, "present")).await.unwrap();
+    source.validate(&values(&pg, "*")).await.unwrap();
+
+    let mut wrong = values(&pg, "*");
+    wrong.insert("password".into(), json!("nope"));
+    match source.validate(&wrong).await {
+        Err(SourceError::Unreachable(m)) => {
+            assert!(m.contains("password authentication failed for user \"postgres\""), "{m}");
+            assert!(m.contains(&format!("127.0.0.1:{}", pg.port())), "{m}");
+            assert!(m.contains("check username and password"), "{m}");
+        }
+        other => panic!("expected Unreachable, got {other:?}"),
+    }
+
+    match source.validate(&values(&pg, "present, absent_one")).await {
+        Err(SourceError::Configuration(m)) => {
+            assert!(m.contains("\"absent_one\"") && m.contains("`tables`"), "{m}")
+        }
+        other => panic!("expected Configuration, got {other:?}"),
+    }
+
+    let mut bad_schema = values(&pg, "*");
+    bad_schema.insert("schema".into(), json!("nowhere"));
+    match source.validate(&bad_schema).await {
+        Err(SourceError::Configuration(m)) => assert!(m.contains("nowhere") && m.contains("`schema`"), "{m}"),
+        other => panic!("expected Configuration, got {other:?}"),
+    }
+
+    let mut closed = values(&pg, "*");
+    closed.insert("port".into(), json!(1));
+    closed.insert("retry_count".into(), json!(0));
+    match source.validate(&closed).await {
+        Err(SourceError::Unreachable(m)) => assert!(m.contains("check host and port"), "{m}"),
+        other => panic!("expected Unreachable, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn star_reads_every_table_once_including_partitioned_and_wide_ones() {
+    let mut wide_cols = String::new();
+    for i in 0..60 {
+        wide_cols.push_str(&format!(", c{i} int DEFAULT {i}"));
+    }
+    let pg = cluster(&format!(
+        r#"
+        CREATE TABLE events (id int, region text, PRIMARY KEY (id, region)) PARTITION BY LIST (region);
+        CREATE TABLE events_eu PARTITION OF events FOR VALUES IN ('eu');
+        CREATE TABLE events_us PARTITION OF events FOR VALUES IN ('us');
+        INSERT INTO events VALUES (1, 'eu'), (2, 'us');
+        CREATE TABLE wide (id int PRIMARY KEY {wide_cols});
+        INSERT INTO wide (id) VALUES (1);
+        CREATE VIEW v AS SELECT 1 AS x;
+        CREATE SCHEMA other; CREATE TABLE other.hidden (id int PRIMARY KEY); INSERT INTO other.hidden VALUES (1);
+        "#
+    ))
+    .await;
+    let (sink, report) = sync(&pg, "*", None).await;
+    assert_eq!(
+        sink.ids(),
+        ["ferry_public_events_1_eu_", "ferry_public_events_2_us_", "ferry_public_wide_1_"]
+    );
+    assert!(report.skipped_tables.is_empty());
+    let w = sink.doc("ferry_public_wide_1_");
+    assert_eq!(w["public_wide_c59"], json!(59));
+    assert_eq!(w.as_object().unwrap().len(), 61 + 5);
+}
+
+#[tokio::test]
+async fn cancellation_stops_the_sync() {
+    let pg = cluster("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1);").await;
+    let cfg = PostgresConfig::from_values(&values(&pg, "*")).unwrap();
+    let cancel = CancellationToken::new();
+    cancel.cancel();
+    let mut sink = Collect::default();
+    let err = full_sync(&cfg, None, &cancel, &mut sink).await.unwrap_err();
+    assert!(matches!(err, SourceError::Stopped(SyncStopped::Canceled)), "{err:?}");
+}
