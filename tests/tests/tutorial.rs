@@ -26,59 +26,11 @@ use anyhow::{bail, ensure, Context};
 use serde_json::{json, Value};
 
 use ferry_tests::certs::TestPki;
+use ferry_tests::osmem::Osmem;
 use ferry_tests::postgres::PgCluster;
 use ferry_tests::process::{
     json_i64, wait_until, Agent, AgentConfig, ClientTls, ControlPlane, ControlPlaneConfig, Grpcurl, ServerTls,
 };
-
-// Until tests/src/osmem.rs lands: a minimal stand-in with the same surface.
-use osmem_stand_in::Osmem;
-mod osmem_stand_in {
-    use anyhow::Context;
-    use std::process::{Child, Command, Stdio};
-
-    pub struct Osmem {
-        child: Child,
-        port: u16,
-    }
-
-    impl Osmem {
-        pub fn start() -> anyhow::Result<Osmem> {
-            let out = Command::new("python3")
-                .args(["-c", "import osmem_server, os; print(os.path.dirname(osmem_server.__file__))"])
-                .output()
-                .context("find osmem-server (bash deploy/install-deps.sh)")?;
-            let bin =
-                std::path::Path::new(String::from_utf8_lossy(&out.stdout).trim()).join("bin/osmem-server");
-            let port = ferry_tests::process::free_port()?;
-            let child = Command::new(&bin)
-                .args(["-addr", &format!("127.0.0.1:{port}"), "-no-stdin-watch"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .spawn()
-                .with_context(|| format!("start {}", bin.display()))?;
-            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-            for _ in 0..100 {
-                if std::net::TcpStream::connect(addr).is_ok() {
-                    return Ok(Osmem { child, port });
-                }
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
-            anyhow::bail!("osmem-server did not listen on {addr}")
-        }
-
-        pub fn url(&self) -> String {
-            format!("http://127.0.0.1:{}", self.port)
-        }
-    }
-
-    impl Drop for Osmem {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 const CONNECTOR: &str = "my-connector-id";
 const INDEX: &str = "music";
@@ -110,7 +62,6 @@ struct World {
     cp: ControlPlane,
     agent: tokio::sync::Mutex<Option<Agent>>,
     grpc: Grpcurl,
-    http: reqwest::Client,
 }
 
 impl World {
@@ -123,9 +74,8 @@ impl World {
         let pki = TestPki::new()?;
         let server = pki.write_server_cert()?;
         let tls = ServerTls { cert: server.cert, key: server.key, client_ca: pki.write_ca()? };
-        let cp = ControlPlane::start(ControlPlaneConfig::new(&es.url(), tls)?)?;
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
-        Ok(World { pg, es, pki, cp, agent: tokio::sync::Mutex::new(None), grpc, http })
+        let cp = ControlPlane::start(ControlPlaneConfig::new(es.url(), tls)?)?;
+        Ok(World { pg, es, pki, cp, agent: tokio::sync::Mutex::new(None), grpc })
     }
 
     async fn call(&self, method: &str, request: Value) -> anyhow::Result<Value> {
@@ -135,29 +85,6 @@ impl World {
     async fn get_connector(&self, id: &str) -> anyhow::Result<Value> {
         let resp = self.call(&format!("{CONNECTORS}/GetConnector"), json!({ "connector_id": id })).await?;
         Ok(resp["connector"].clone())
-    }
-
-    /// `GET <index>/_count` (after a refresh, which osmem may not need).
-    async fn es_count(&self, index: &str) -> anyhow::Result<i64> {
-        let base = self.es.url();
-        let _ = self.http.post(format!("{base}/{index}/_refresh")).send().await;
-        let resp = self.http.get(format!("{base}/{index}/_count")).send().await?;
-        let status = resp.status();
-        let body: Value = resp.json().await.context("parse _count response")?;
-        ensure!(status.is_success(), "GET {index}/_count: {status} {body}");
-        Ok(json_i64(&body["count"]))
-    }
-
-    /// `GET <index>/_doc/<id>`: `Some(_source)` or `None` when not found.
-    async fn es_doc(&self, index: &str, id: &str) -> anyhow::Result<Option<Value>> {
-        let resp = self.http.get(format!("{}/{index}/_doc/{id}", self.es.url())).send().await?;
-        let status = resp.status();
-        let body: Value = resp.json().await.context("parse _doc response")?;
-        if status == reqwest::StatusCode::NOT_FOUND || body["found"] == json!(false) {
-            return Ok(None);
-        }
-        ensure!(status.is_success(), "GET {index}/_doc/{id}: {status} {body}");
-        Ok(Some(body["_source"].clone()))
     }
 
     /// Creates a full sync job and follows it with `ListSyncJobs size 1`
@@ -327,10 +254,10 @@ async fn walk_tutorial(w: &World) -> anyhow::Result<()> {
     ensure!(json_i64(&job["indexedDocumentCount"]) == 622, "indexed documents: {job}");
     ensure!(json_i64(&job["deletedDocumentCount"]) == 0, "deleted documents: {job}");
     ensure!(job["workerHostname"] == "agent-1", "worker: {job}");
-    ensure!(w.es_count(INDEX).await? == 622, "music/_count after the first sync");
-    let artist = w.es_doc(INDEX, "chinook_public_artist_1_").await?.context("artist 1 not indexed")?;
+    ensure!(w.es.count(INDEX).await? == 622, "music/_count after the first sync");
+    let artist = w.es.get_doc(INDEX, "chinook_public_artist_1_").await?.context("artist 1 not indexed")?;
     ensure!(artist["public_artist_name"] == "Velvet Hearts", "artist 1: {artist}");
-    let album = w.es_doc(INDEX, "chinook_public_album_10_").await?.context("album 10 not indexed")?;
+    let album = w.es.get_doc(INDEX, "chinook_public_album_10_").await?.context("album 10 not indexed")?;
     ensure!(album["public_album_title"] == "Electric Hits", "album 10: {album}");
 
     // 7. Rows vanish and change; the next full sync follows.
@@ -346,13 +273,13 @@ async fn walk_tutorial(w: &World) -> anyhow::Result<()> {
     eprintln!("second sync: statuses seen {seen:?}; job {job}");
     ensure!(json_i64(&job["deletedDocumentCount"]) == 5, "deleted documents: {job}");
     ensure!(json_i64(&job["indexedDocumentCount"]) == 617, "indexed documents: {job}");
-    ensure!(w.es_count(INDEX).await? == 617, "music/_count after the second sync");
+    ensure!(w.es.count(INDEX).await? == 617, "music/_count after the second sync");
     for gone in ["chinook_public_album_1_", "chinook_public_album_3_", "chinook_public_artist_275_"] {
-        ensure!(w.es_doc(INDEX, gone).await?.is_none(), "{gone} still in the index");
+        ensure!(w.es.get_doc(INDEX, gone).await?.is_none(), "{gone} still in the index");
     }
-    let album = w.es_doc(INDEX, "chinook_public_album_10_").await?.context("album 10 vanished")?;
+    let album = w.es.get_doc(INDEX, "chinook_public_album_10_").await?.context("album 10 vanished")?;
     ensure!(album["public_album_title"] == "Electric Hits (Remastered)", "album 10 not updated: {album}");
-    let artist = w.es_doc(INDEX, "chinook_public_artist_1_").await?.context("artist 1 vanished")?;
+    let artist = w.es.get_doc(INDEX, "chinook_public_artist_1_").await?.context("artist 1 vanished")?;
     ensure!(artist["public_artist_name"] == "Velvet Hearts Revival", "artist 1 not updated: {artist}");
 
     // The connector's bookkeeping reflects the last sync.
