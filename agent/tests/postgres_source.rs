@@ -349,3 +349,30 @@ async fn cancellation_stops_the_sync() {
     let err = full_sync(&cfg, None, &cancel, &mut sink).await.unwrap_err();
     assert!(matches!(err, SourceError::Stopped(SyncStopped::Canceled)), "{err:?}");
 }
+
+#[tokio::test]
+async fn tls_verifies_the_server_against_ssl_ca() {
+    let pg = cluster("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1);").await;
+    let pki = ferry_tests::certs::TestPki::new().unwrap();
+    let server = pki.server_cert().unwrap();
+    pg.enable_tls(&server.cert_pem, &server.key_pem).await.unwrap();
+    let source = PostgresSource::new();
+
+    let mut tls = values(&pg, "*");
+    tls.insert("ssl_enabled".into(), json!(true));
+    tls.insert("ssl_ca".into(), json!(pki.ca_pem()));
+    source.validate(&tls).await.unwrap();
+    let cfg = PostgresConfig::from_values(&tls).unwrap();
+    let mut sink = Collect::default();
+    full_sync(&cfg, None, &CancellationToken::new(), &mut sink).await.unwrap();
+    assert_eq!(sink.ids(), ["ferry_public_t_1_"]);
+
+    // A CA that did not sign the server's certificate is refused.
+    let foreign = ferry_tests::certs::TestPki::new().unwrap();
+    tls.insert("ssl_ca".into(), json!(foreign.ca_pem()));
+    tls.insert("retry_count".into(), json!(0));
+    match source.validate(&tls).await {
+        Err(SourceError::Unreachable(m)) => assert!(m.contains("ssl_ca"), "{m}"),
+        other => panic!("expected Unreachable, got {other:?}"),
+    }
+}

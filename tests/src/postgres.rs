@@ -41,6 +41,8 @@ pub struct PgCluster {
     port: u16,
     /// `Some(user)` when server commands must run as that OS user (we are root).
     run_as: Option<String>,
+    /// uid/gid that must own files the server reads (when we are root).
+    owner: Option<(u32, u32)>,
 }
 
 impl PgCluster {
@@ -53,14 +55,14 @@ impl PgCluster {
         let run_as = if am_root { Some(SUPERUSER.to_owned()) } else { None };
         let pwfile = dir.path().join("pwfile");
         std::fs::write(&pwfile, format!("{PASSWORD}\n")).context("write pwfile")?;
-        if am_root {
-            let (uid, gid) = os_user_ids(SUPERUSER)?;
+        let owner = if am_root { Some(os_user_ids(SUPERUSER)?) } else { None };
+        if let Some((uid, gid)) = owner {
             for p in [dir.path(), pwfile.as_path()] {
                 std::os::unix::fs::chown(p, Some(uid), Some(gid))
                     .with_context(|| format!("chown {} to {SUPERUSER}", p.display()))?;
             }
         }
-        let mut cluster = PgCluster { dir, bin, port: 0, run_as };
+        let mut cluster = PgCluster { dir, bin, port: 0, run_as, owner };
         let data = cluster.data_dir();
         cluster.run(
             "initdb",
@@ -153,6 +155,44 @@ impl PgCluster {
             let _ = conn.await;
         });
         Ok(client)
+    }
+
+    /// Turn on TLS with this server certificate and key (PEM), e.g. from
+    /// [`crate::certs::TestPki::server_cert`]. Plain connections keep working;
+    /// clients that ask for TLS get it. Takes effect immediately (reload).
+    pub async fn enable_tls(&self, cert_pem: &str, key_pem: &str) -> anyhow::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let data = self.data_dir();
+        let cert = data.join("ferry-server.crt");
+        let key = data.join("ferry-server.key");
+        std::fs::write(&cert, cert_pem).context("write server certificate")?;
+        std::fs::write(&key, key_pem).context("write server key")?;
+        // PostgreSQL refuses a key readable by others.
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
+        if let Some((uid, gid)) = self.owner {
+            for p in [&cert, &key] {
+                std::os::unix::fs::chown(p, Some(uid), Some(gid))?;
+            }
+        }
+        // ALTER SYSTEM cannot run in a (implicit, multi-statement) transaction.
+        for sql in [
+            "ALTER SYSTEM SET ssl_cert_file = 'ferry-server.crt'",
+            "ALTER SYSTEM SET ssl_key_file = 'ferry-server.key'",
+            "ALTER SYSTEM SET ssl = on",
+            "SELECT pg_reload_conf()",
+        ] {
+            self.execute("postgres", sql).await.context("enable ssl")?;
+        }
+        // The reload is asynchronous: wait until the server reports it.
+        let client = self.client("postgres").await?;
+        for _ in 0..100 {
+            let row = client.query_one("SHOW ssl", &[]).await?;
+            if row.get::<_, String>(0) == "on" {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        bail!("PostgreSQL did not turn ssl on; see {}", self.dir.path().join("server.log").display())
     }
 
     fn data_dir(&self) -> PathBuf {

@@ -132,12 +132,14 @@ fn map_connect_error(cfg: &PostgresConfig, e: &tokio_postgres::Error) -> (Source
         src = s.source();
     }
     let lower = detail.to_ascii_lowercase();
-    let hint = if lower.contains("certificate") || lower.contains("tls") || lower.contains("ssl") {
-        "check ssl_enabled and ssl_ca (the CA certificate that signed the server's certificate)"
+    // Certificate and password problems do not go away by retrying.
+    let (hint, transient) = if lower.contains("certificate") || lower.contains("tls") || lower.contains("ssl")
+    {
+        ("check ssl_enabled and ssl_ca (the CA certificate that signed the server's certificate)", false)
     } else if lower.contains("password") {
-        "check username and password"
+        ("check username and password", false)
     } else {
-        "check host and port, and that the server accepts TCP connections from this agent"
+        ("check host and port, and that the server accepts TCP connections from this agent", true)
     };
-    (SourceError::Unreachable(format!("cannot connect to PostgreSQL at {at}: {detail}: {hint}")), true)
+    (SourceError::Unreachable(format!("cannot connect to PostgreSQL at {at}: {detail}: {hint}")), transient)
 }
