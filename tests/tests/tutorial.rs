@@ -46,10 +46,7 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(90);
 async fn postgresql_tutorial_end_to_end() {
     let world = World::start().await.expect("start PostgreSQL, osmem-server and the control plane");
     if let Err(e) = walk_tutorial(&world).await {
-        eprintln!("{}", world.cp.logs());
-        if let Some(agent) = world.agent.lock().await.as_ref() {
-            eprintln!("{}", agent.logs());
-        }
+        // Unwinding drops `world`: the binaries' logs are printed then.
         panic!("tutorial failed: {e:?}");
     }
 }
