@@ -11,6 +11,7 @@
 
 pub mod config_schema;
 pub mod runtime;
+pub mod settings;
 pub mod source;
 
 pub use config_schema::{ConfigFieldSpec, ConfigValues};

@@ -67,7 +67,9 @@ pub(super) async fn run(
                     connector_id: c.connector_id.clone(),
                     service_type: c.service_type.clone(),
                     configuration_schema: source
-                        .map(|s| s.configuration_schema().into_iter().map(|(k, f)| (k, f.to_proto())).collect())
+                        .map(|s| {
+                            s.configuration_schema().into_iter().map(|(k, f)| (k, f.to_proto())).collect()
+                        })
                         .unwrap_or_default(),
                 }
             })
@@ -222,7 +224,8 @@ async fn run_job(
         kind,
         index_name: assignment.index_name.clone(),
         config: values_from_proto(&assignment.configuration),
-        resume_checkpoint: (!assignment.resume_checkpoint.is_empty()).then(|| assignment.resume_checkpoint.clone()),
+        resume_checkpoint: (!assignment.resume_checkpoint.is_empty())
+            .then(|| assignment.resume_checkpoint.clone()),
         cancel: cancel.clone(),
     };
     tracing::info!(job_id = %job.id, connector_id = %job.connector_id, resumed = job.resume_checkpoint.is_some(), "job started");
@@ -247,8 +250,13 @@ async fn run_job(
     }
     let outcome = match &result {
         Ok(()) => proto::job_finished::Outcome::Completed(proto::JobCompleted {}),
-        Err(SourceError::Stopped(SyncStopped::Canceled)) => proto::job_finished::Outcome::Canceled(proto::JobCanceled {}),
-        Err(e) => proto::job_finished::Outcome::Failed(proto::JobFailed { kind: e.failure_kind() as i32, message: e.to_string() }),
+        Err(SourceError::Stopped(SyncStopped::Canceled)) => {
+            proto::job_finished::Outcome::Canceled(proto::JobCanceled {})
+        }
+        Err(e) => proto::job_finished::Outcome::Failed(proto::JobFailed {
+            kind: e.failure_kind() as i32,
+            message: e.to_string(),
+        }),
     };
     match &result {
         Ok(()) => tracing::info!(job_id = %job.id, documents = out.documents_sent(), "job completed"),

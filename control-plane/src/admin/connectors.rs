@@ -1,0 +1,271 @@
+//! `ferry.v1.ConnectorService`.
+
+use std::sync::Arc;
+
+use ferry_sdk::config_schema::{values_from_proto, REDACTED};
+use ferry_sdk::proto::{self, connector_service_server::ConnectorService};
+use tonic::{Request, Response, Status};
+
+use super::{convert, validate};
+use crate::app::App;
+use crate::error::{Error, Result};
+use crate::model::{ConnectorDoc, ConnectorStatus};
+use crate::store::{Change, Versioned};
+
+pub struct Connectors {
+    app: Arc<App>,
+}
+
+impl Connectors {
+    pub fn new(app: Arc<App>) -> Self {
+        Self { app }
+    }
+
+    async fn get_live(&self, id: &str) -> Result<Versioned<ConnectorDoc>> {
+        validate::connector_id("connector_id", id)?;
+        match self.app.stores.connectors.get(id).await? {
+            Some(c) if !c.doc.deleted => Ok(c),
+            _ => Err(not_found(id)),
+        }
+    }
+
+    async fn put(&self, r: proto::PutConnectorRequest) -> Result<proto::PutConnectorResponse> {
+        validate::connector_id("connector_id", &r.connector_id)?;
+        if !r.index_name.is_empty() {
+            validate::index_name("index_name", &r.index_name)?;
+        }
+        let store = &self.app.stores.connectors;
+        let updated = store
+            .update(&r.connector_id, |c| {
+                if c.deleted {
+                    *c = ConnectorDoc::new(
+                        r.name.clone(),
+                        r.description.clone(),
+                        r.index_name.clone(),
+                        r.service_type.clone(),
+                        r.language.clone(),
+                    );
+                    return Ok(Change::Write("created"));
+                }
+                if !r.service_type.is_empty() && c.service_type.as_deref().is_some_and(|s| s != r.service_type) {
+                    return Err(Error::invalid(
+                        "service_type",
+                        format!(
+                            "the connector already has service_type {:?}; delete it and create it again to change the source kind",
+                            c.service_type.clone().unwrap_or_default()
+                        ),
+                    ));
+                }
+                let set = |field: &mut Option<String>, v: &str| {
+                    if !v.is_empty() {
+                        *field = Some(v.to_owned());
+                    }
+                };
+                set(&mut c.name, &r.name);
+                set(&mut c.description, &r.description);
+                set(&mut c.index_name, &r.index_name);
+                set(&mut c.service_type, &r.service_type);
+                set(&mut c.language, &r.language);
+                Ok(Change::Write("updated"))
+            })
+            .await?;
+        let (connector, result) = match updated {
+            Some((c, result)) => (c, result),
+            None => {
+                let doc = ConnectorDoc::new(r.name, r.description, r.index_name, r.service_type, r.language);
+                match store.create(&r.connector_id, &doc).await {
+                    Ok(seq_no) => (Versioned { id: r.connector_id.clone(), doc, seq_no }, "created"),
+                    // Created concurrently: report what is there now.
+                    Err(Error::Aborted(_)) => (self.get_live(&r.connector_id).await?, "updated"),
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        self.app.registry.changed.notify_waiters();
+        tracing::info!(connector_id = %connector.id, result, "connector put");
+        Ok(proto::PutConnectorResponse {
+            connector: Some(convert::connector(&connector)),
+            result: result.into(),
+        })
+    }
+
+    async fn update_configuration(
+        &self,
+        r: proto::UpdateConfigurationRequest,
+    ) -> Result<Versioned<ConnectorDoc>> {
+        validate::connector_id("connector_id", &r.connector_id)?;
+        let values = values_from_proto(&r.values);
+        let updated = self
+            .app
+            .stores
+            .connectors
+            .update(&r.connector_id, |c| {
+                if c.deleted {
+                    return Err(not_found(&r.connector_id));
+                }
+                if c.configuration.is_empty() {
+                    return Err(Error::FailedPrecondition(format!(
+                        "connector {:?} has no configuration schema yet: start an agent that serves it \
+                         (its schema is registered on connect), then set the values",
+                        r.connector_id
+                    )));
+                }
+                for (key, value) in &values {
+                    let Some(entry) = c.configuration.get_mut(key) else {
+                        let known: Vec<_> = c.configuration.keys().cloned().collect();
+                        return Err(Error::invalid(
+                            &format!("values.{key}"),
+                            format!(
+                                "is not a configuration field of this connector; known fields: {}",
+                                known.join(", ")
+                            ),
+                        ));
+                    };
+                    // A redacted value sent back unchanged keeps the secret.
+                    if entry.sensitive && value.as_str() == Some(REDACTED) {
+                        continue;
+                    }
+                    entry.value = validate::coerce(key, &entry.kind, value.clone())?;
+                }
+                let missing = c.missing_required();
+                if !missing.is_empty() {
+                    return Err(Error::invalid(
+                        &format!("values.{}", missing[0]),
+                        format!("is required; missing required fields: {}", missing.join(", ")),
+                    ));
+                }
+                if c.status != ConnectorStatus::Configured {
+                    if c.status == ConnectorStatus::Created {
+                        c.move_to(ConnectorStatus::NeedsConfiguration);
+                    }
+                    c.move_to(ConnectorStatus::Configured);
+                }
+                c.error = None;
+                Ok(Change::Write(()))
+            })
+            .await?;
+        let (c, ()) = updated.ok_or_else(|| not_found(&r.connector_id))?;
+        self.app.registry.changed.notify_waiters();
+        tracing::info!(connector_id = %c.id, "configuration updated");
+        Ok(c)
+    }
+}
+
+fn not_found(id: &str) -> Error {
+    Error::NotFound(format!(
+        "connector {id:?} not found: create it with PutConnector, or list them with ListConnectors"
+    ))
+}
+
+#[tonic::async_trait]
+impl ConnectorService for Connectors {
+    async fn put_connector(
+        &self,
+        request: Request<proto::PutConnectorRequest>,
+    ) -> Result<Response<proto::PutConnectorResponse>, Status> {
+        Ok(Response::new(self.put(request.into_inner()).await?))
+    }
+
+    async fn create_connector(
+        &self,
+        request: Request<proto::CreateConnectorRequest>,
+    ) -> Result<Response<proto::CreateConnectorResponse>, Status> {
+        let r = request.into_inner();
+        let id = uuid::Uuid::new_v4().simple().to_string()[..20].to_owned();
+        let put = proto::PutConnectorRequest {
+            connector_id: id,
+            name: r.name,
+            description: r.description,
+            index_name: r.index_name,
+            service_type: r.service_type,
+            language: r.language,
+        };
+        let resp = self.put(put).await?;
+        Ok(Response::new(proto::CreateConnectorResponse { connector: resp.connector }))
+    }
+
+    async fn get_connector(
+        &self,
+        request: Request<proto::GetConnectorRequest>,
+    ) -> Result<Response<proto::GetConnectorResponse>, Status> {
+        let c = self.get_live(&request.into_inner().connector_id).await?;
+        Ok(Response::new(proto::GetConnectorResponse { connector: Some(convert::connector(&c)) }))
+    }
+
+    async fn list_connectors(
+        &self,
+        request: Request<proto::ListConnectorsRequest>,
+    ) -> Result<Response<proto::ListConnectorsResponse>, Status> {
+        let r = request.into_inner();
+        let mut filter = vec![];
+        if !r.include_deleted {
+            filter.push(serde_json::json!({"bool": {"must_not": [{"term": {"deleted": true}}]}}));
+        }
+        if !r.service_type.is_empty() {
+            filter.push(serde_json::json!({"term": {"service_type": r.service_type}}));
+        }
+        if !r.index_name.is_empty() {
+            filter.push(serde_json::json!({"term": {"index_name": r.index_name}}));
+        }
+        let size = if r.size <= 0 { 100 } else { r.size.min(1000) };
+        let res = self
+            .app
+            .stores
+            .connectors
+            .search(&serde_json::json!({
+                "size": size, "from": r.from.max(0), "seq_no_primary_term": true,
+                "track_total_hits": true,
+                "query": {"bool": {"filter": filter}},
+                "sort": [{"name": {"order": "asc"}}]
+            }))
+            .await
+            .map_err(Status::from)?;
+        let connectors = res
+            .hits
+            .into_iter()
+            .map(|h| {
+                let seq_no = h.seq_no().unwrap_or(crate::elasticsearch::SeqNo { seq_no: 0, primary_term: 1 });
+                convert::connector(&Versioned { id: h.id, doc: h.source, seq_no })
+            })
+            .collect();
+        Ok(Response::new(proto::ListConnectorsResponse { connectors, count: res.total as i64 }))
+    }
+
+    async fn delete_connector(
+        &self,
+        request: Request<proto::DeleteConnectorRequest>,
+    ) -> Result<Response<proto::DeleteConnectorResponse>, Status> {
+        let r = request.into_inner();
+        self.get_live(&r.connector_id).await?;
+        self.app
+            .stores
+            .connectors
+            .update(&r.connector_id, |c| {
+                c.deleted = true;
+                Ok(Change::Write(()))
+            })
+            .await?;
+        let mut deleted_jobs = 0;
+        if r.delete_sync_jobs {
+            deleted_jobs = self
+                .app
+                .stores
+                .jobs
+                .delete_by_query(&serde_json::json!({"query": {"term": {"connector.id": r.connector_id}}}))
+                .await? as i64;
+        }
+        tracing::info!(connector_id = %r.connector_id, deleted_jobs, "connector deleted");
+        Ok(Response::new(proto::DeleteConnectorResponse {
+            acknowledged: true,
+            deleted_sync_jobs: deleted_jobs,
+        }))
+    }
+
+    async fn update_configuration(
+        &self,
+        request: Request<proto::UpdateConfigurationRequest>,
+    ) -> Result<Response<proto::UpdateConfigurationResponse>, Status> {
+        let c = self.update_configuration(request.into_inner()).await?;
+        Ok(Response::new(proto::UpdateConfigurationResponse { connector: Some(convert::connector(&c)) }))
+    }
+}

@@ -1,0 +1,8 @@
+//! The admin API for operators (grpcurl is the console): connectors and
+//! sync jobs, with gRPC server reflection (v1 and v1alpha, so grpcurl of any
+//! age can list and describe services) and `grpc.health.v1`.
+
+pub mod connectors;
+pub mod convert;
+pub mod sync_jobs;
+pub mod validate;

@@ -1,0 +1,212 @@
+//! `ferry.v1.SyncJobService`.
+
+use std::sync::Arc;
+
+use ferry_sdk::proto::{self, sync_job_service_server::SyncJobService};
+use tonic::{Request, Response, Status};
+
+use super::{convert, validate};
+use crate::app::App;
+use crate::error::{Error, Result};
+use crate::jobs::dispatcher::send_cancel;
+use crate::jobs::state::JobStatus;
+use crate::model::sync_job::JobConnector;
+use crate::model::{now, ConnectorStatus, JobType, SyncJobDoc, TriggerMethod};
+use crate::store::{Change, Versioned};
+
+pub struct SyncJobs {
+    app: Arc<App>,
+}
+
+impl SyncJobs {
+    pub fn new(app: Arc<App>) -> Self {
+        Self { app }
+    }
+
+    async fn create(&self, r: proto::CreateSyncJobRequest) -> Result<Versioned<SyncJobDoc>> {
+        validate::connector_id("connector_id", &r.connector_id)?;
+        let job_type = match proto::JobType::try_from(r.job_type) {
+            Ok(proto::JobType::Unspecified) | Ok(proto::JobType::Full) => JobType::Full,
+            Ok(proto::JobType::Incremental) => JobType::Incremental,
+            Ok(proto::JobType::AccessControl) => JobType::AccessControl,
+            Err(_) => {
+                return Err(Error::invalid(
+                    "job_type",
+                    "use JOB_TYPE_FULL, JOB_TYPE_INCREMENTAL or JOB_TYPE_ACCESS_CONTROL",
+                ))
+            }
+        };
+        let connector = match self.app.stores.connectors.get(&r.connector_id).await? {
+            Some(c) if !c.doc.deleted => c,
+            _ => {
+                return Err(Error::NotFound(format!(
+                    "connector {:?} not found: create it with PutConnector first",
+                    r.connector_id
+                )))
+            }
+        };
+        let c = &connector.doc;
+        let index_name = c.index_name.clone().ok_or_else(|| {
+            Error::FailedPrecondition(format!(
+                "connector {:?} has no index_name: set it with PutConnector",
+                r.connector_id
+            ))
+        })?;
+        match c.status {
+            ConnectorStatus::Configured | ConnectorStatus::Connected | ConnectorStatus::Error => {}
+            s => {
+                return Err(Error::FailedPrecondition(format!(
+                    "connector {:?} is {}: {}",
+                    r.connector_id,
+                    s.as_str(),
+                    if s == ConnectorStatus::Created {
+                        "start an agent that serves it, then set its configuration with UpdateConfiguration"
+                    } else {
+                        "set its configuration with UpdateConfiguration first"
+                    }
+                )))
+            }
+        }
+        let t = now();
+        let doc = SyncJobDoc {
+            connector: JobConnector {
+                id: connector.id.clone(),
+                configuration: c.configuration.clone(),
+                filtering: c.filtering.clone(),
+                index_name,
+                language: c.language.clone(),
+                pipeline: c.pipeline.clone(),
+                service_type: c.service_type.clone(),
+                sync_cursor: c.sync_cursor.clone(),
+                extra: Default::default(),
+            },
+            job_type,
+            trigger_method: TriggerMethod::OnDemand,
+            status: JobStatus::Pending,
+            created_at: Some(t),
+            last_seen: Some(t),
+            ..Default::default()
+        };
+        let id = uuid::Uuid::new_v4().simple().to_string()[..20].to_owned();
+        let seq_no = self.app.stores.jobs.create(&id, &doc).await?;
+        tracing::info!(job_id = %id, connector_id = %connector.id, job_type = job_type.as_str(), "sync job created");
+        self.app.registry.changed.notify_waiters();
+        Ok(Versioned { id, doc, seq_no })
+    }
+
+    async fn get(&self, id: &str) -> Result<Versioned<SyncJobDoc>> {
+        if id.is_empty() {
+            return Err(Error::invalid("sync_job_id", "is required"));
+        }
+        self.app
+            .stores
+            .jobs
+            .get(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("sync job {id:?} not found: list jobs with ListSyncJobs")))
+    }
+
+    async fn cancel(&self, id: &str) -> Result<Versioned<SyncJobDoc>> {
+        self.get(id).await?;
+        let t = now();
+        let (job, lease) = self
+            .app
+            .stores
+            .jobs
+            .update(id, |job| {
+                match job.status {
+                    JobStatus::Pending | JobStatus::Suspended => {
+                        job.move_to(JobStatus::Canceled);
+                        job.cancelation_requested_at = Some(t);
+                        job.canceled_at = Some(t);
+                    }
+                    JobStatus::InProgress => {
+                        job.move_to(JobStatus::Canceling);
+                        job.cancelation_requested_at = Some(t);
+                    }
+                    JobStatus::Canceling => return Ok(Change::Keep(None)),
+                    s => {
+                        return Err(Error::FailedPrecondition(format!(
+                            "sync job {id:?} is already {}; only pending or running jobs can be canceled",
+                            s.as_str()
+                        )))
+                    }
+                }
+                Ok(Change::Write(job.ferry.lease_id.clone()))
+            })
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("sync job {id:?} not found")))?;
+        // The job runs here: tell its agent now rather than at the next
+        // progress tick. (Elsewhere, that instance's progress loop does.)
+        if let (Some(lease), Some((session, run))) = (lease, self.app.registry.running(id)) {
+            if run.lease_id == lease && run.mark_cancel_sent() {
+                send_cancel(&session, id, &lease, "canceled by the user").await;
+            }
+        }
+        tracing::info!(job_id = id, "sync job cancel requested");
+        Ok(job)
+    }
+}
+
+#[tonic::async_trait]
+impl SyncJobService for SyncJobs {
+    async fn create_sync_job(
+        &self,
+        request: Request<proto::CreateSyncJobRequest>,
+    ) -> Result<Response<proto::CreateSyncJobResponse>, Status> {
+        let job = self.create(request.into_inner()).await?;
+        Ok(Response::new(proto::CreateSyncJobResponse { sync_job: Some(convert::sync_job(&job)) }))
+    }
+
+    async fn get_sync_job(
+        &self,
+        request: Request<proto::GetSyncJobRequest>,
+    ) -> Result<Response<proto::GetSyncJobResponse>, Status> {
+        let job = self.get(&request.into_inner().sync_job_id).await?;
+        Ok(Response::new(proto::GetSyncJobResponse { sync_job: Some(convert::sync_job(&job)) }))
+    }
+
+    async fn list_sync_jobs(
+        &self,
+        request: Request<proto::ListSyncJobsRequest>,
+    ) -> Result<Response<proto::ListSyncJobsResponse>, Status> {
+        let r = request.into_inner();
+        let mut filter = vec![];
+        if !r.connector_id.is_empty() {
+            filter.push(serde_json::json!({"term": {"connector.id": r.connector_id}}));
+        }
+        if let Some(s) = convert::sync_status_from_proto(r.status) {
+            filter.push(serde_json::json!({"term": {"status": s.as_str()}}));
+        }
+        if r.job_type != 0 {
+            let t = match proto::JobType::try_from(r.job_type) {
+                Ok(proto::JobType::Full) => "full",
+                Ok(proto::JobType::Incremental) => "incremental",
+                Ok(proto::JobType::AccessControl) => "access_control",
+                _ => return Err(Error::invalid("job_type", "unknown job type").into()),
+            };
+            filter.push(serde_json::json!({"term": {"job_type": t}}));
+        }
+        let size = if r.size <= 0 { 100 } else { r.size.min(1000) };
+        let res = self
+            .app
+            .stores
+            .jobs
+            .search(&serde_json::json!({
+                "size": size, "from": r.from.max(0), "track_total_hits": true,
+                "query": {"bool": {"filter": filter}},
+                "sort": [{"created_at": {"order": "desc"}}]
+            }))
+            .await?;
+        let sync_jobs = res.hits.iter().map(|h| convert::sync_job_from(&h.id, &h.source)).collect();
+        Ok(Response::new(proto::ListSyncJobsResponse { sync_jobs, count: res.total as i64 }))
+    }
+
+    async fn cancel_sync_job(
+        &self,
+        request: Request<proto::CancelSyncJobRequest>,
+    ) -> Result<Response<proto::CancelSyncJobResponse>, Status> {
+        let job = self.cancel(&request.into_inner().sync_job_id).await?;
+        Ok(Response::new(proto::CancelSyncJobResponse { sync_job: Some(convert::sync_job(&job)) }))
+    }
+}

@@ -1,0 +1,189 @@
+//! Connectors as seen through an agent session: the configuration schema
+//! the agent registers, `last_seen`, and configuration checks.
+//!
+//! For every connector a session offers, [`run`] keeps the connector
+//! document in line, every [`RECONCILE_EVERY`] or when something changed:
+//! - merges the agent's schema into `configuration` (values are kept) and
+//!   moves `created` → `needs_configuration` (→ `configured` when values for
+//!   every required field are already there);
+//! - writes `last_seen` (at most every [`LAST_SEEN_EVERY`]);
+//! - asks the agent to check configured values it has not checked yet
+//!   (validate + reach the source): ok → `connected`, failure → `error` with
+//!   the agent's message. A connector in `error` is checked again every
+//!   [`RECHECK_ERROR_EVERY`], so it recovers by itself once the source is back.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferry_sdk::proto::{self, control_message::Message as Out};
+
+use super::registry::{AgentSession, Offer, ValidationState};
+use crate::app::App;
+use crate::error::Result;
+use crate::model::{now, ConnectorStatus};
+use crate::store::Change;
+
+pub const RECONCILE_EVERY: Duration = Duration::from_secs(2);
+pub const LAST_SEEN_EVERY: Duration = Duration::from_secs(30);
+pub const RECHECK_ERROR_EVERY: Duration = Duration::from_secs(30);
+
+pub async fn run(app: Arc<App>, session: Arc<AgentSession>) {
+    let mut tick = tokio::time::interval(RECONCILE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = session.closed.cancelled() => return,
+            _ = app.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+            _ = app.registry.changed.notified() => {}
+        }
+        for offer in &session.offers {
+            if let Err(e) = reconcile(&app, &session, offer).await {
+                tracing::warn!(connector_id = %offer.connector_id, agent_id = %session.agent_id, "updating the connector failed: {e}");
+            }
+        }
+    }
+}
+
+async fn reconcile(app: &App, session: &AgentSession, offer: &Offer) -> Result<()> {
+    let write_last_seen = {
+        let st = session.state.lock().expect("state lock");
+        st.last_seen_written.get(&offer.connector_id).map(|t| t.elapsed() >= LAST_SEEN_EVERY).unwrap_or(true)
+    };
+    let updated = app
+        .stores
+        .connectors
+        .update(&offer.connector_id, |c| {
+            if c.deleted {
+                return Ok(Change::Keep(None));
+            }
+            if let Some(st) = &c.service_type {
+                if st != &offer.service_type {
+                    return Ok(Change::Keep(Some(Err(format!(
+                        "the connector's service_type is {st:?} but agent {:?} serves {:?}",
+                        session.agent_id, offer.service_type
+                    )))));
+                }
+            }
+            let before = c.clone();
+            for (key, schema) in &offer.schema {
+                let entry = c.configuration.entry(key.clone()).or_default();
+                let value = std::mem::take(&mut entry.value);
+                let extra = std::mem::take(&mut entry.extra);
+                *entry = schema.clone();
+                entry.value = value;
+                entry.extra = extra;
+            }
+            if c.service_type.is_none() {
+                c.service_type = Some(offer.service_type.clone());
+            }
+            if c.status == ConnectorStatus::Created {
+                c.move_to(ConnectorStatus::NeedsConfiguration);
+            }
+            if c.status == ConnectorStatus::NeedsConfiguration
+                && c.missing_required().is_empty()
+                && !c.config_values().is_empty()
+                && c.configuration.values().any(|e| !crate::model::connector::is_empty_value(&e.value))
+            {
+                c.move_to(ConnectorStatus::Configured);
+            }
+            if write_last_seen {
+                c.last_seen = Some(now());
+            }
+            let snapshot = (c.status, c.config_revision(), c.config_values());
+            if *c == before {
+                Ok(Change::Keep(Some(Ok(snapshot))))
+            } else {
+                Ok(Change::Write(Some(Ok(snapshot))))
+            }
+        })
+        .await?;
+    let Some((_, Some(outcome))) = updated else { return Ok(()) };
+    if write_last_seen {
+        session
+            .state
+            .lock()
+            .expect("state lock")
+            .last_seen_written
+            .insert(offer.connector_id.clone(), Instant::now());
+    }
+    let (status, revision, values) = match outcome {
+        Ok(s) => s,
+        Err(reason) => {
+            let first = session.state.lock().expect("state lock").refused.insert(offer.connector_id.clone());
+            if first {
+                tracing::warn!(connector_id = %offer.connector_id, "{reason}");
+                let msg = proto::ConnectorRefused { connector_id: offer.connector_id.clone(), reason };
+                session.send(Out::ConnectorRefused(msg)).await;
+            }
+            return Ok(());
+        }
+    };
+    let needs_check = match status {
+        ConnectorStatus::Configured | ConnectorStatus::Connected | ConnectorStatus::Error => {
+            let st = session.state.lock().expect("state lock");
+            match st.validations.get(&offer.connector_id) {
+                None => true,
+                Some(v) if v.revision != revision => true,
+                Some(v) if !v.answered => v.at.elapsed() > Duration::from_secs(60),
+                Some(v) => status == ConnectorStatus::Error && v.at.elapsed() > RECHECK_ERROR_EVERY,
+            }
+        }
+        _ => false,
+    };
+    if needs_check {
+        session.state.lock().expect("state lock").validations.insert(
+            offer.connector_id.clone(),
+            ValidationState { revision: revision.clone(), answered: false, at: Instant::now() },
+        );
+        let msg = proto::ValidateConfiguration {
+            connector_id: offer.connector_id.clone(),
+            values: ferry_sdk::config_schema::values_to_proto(&values),
+            revision,
+        };
+        session.send(Out::ValidateConfiguration(msg)).await;
+    }
+    Ok(())
+}
+
+/// The agent answered a configuration check.
+pub async fn on_validation_result(app: Arc<App>, session: Arc<AgentSession>, r: proto::ValidationResult) {
+    {
+        let mut st = session.state.lock().expect("state lock");
+        if let Some(v) = st.validations.get_mut(&r.connector_id) {
+            if v.revision == r.revision {
+                v.answered = true;
+                v.at = Instant::now();
+            }
+        }
+    }
+    let res = app
+        .stores
+        .connectors
+        .update(&r.connector_id, |c| {
+            // An answer about values that changed since is stale.
+            if c.config_revision() != r.revision || c.deleted {
+                return Ok(Change::Keep(()));
+            }
+            if r.ok {
+                c.move_to(ConnectorStatus::Connected);
+                c.error = None;
+                c.ferry.validated_revision = Some(r.revision.clone());
+            } else {
+                c.move_to(ConnectorStatus::Error);
+                c.error = Some(r.error.clone());
+            }
+            c.last_seen = Some(now());
+            Ok(Change::Write(()))
+        })
+        .await;
+    match res {
+        Ok(_) => {
+            tracing::info!(connector_id = %r.connector_id, agent_id = %session.agent_id, ok = r.ok, "configuration checked by the agent")
+        }
+        Err(e) => {
+            tracing::warn!(connector_id = %r.connector_id, "recording the configuration check failed: {e}")
+        }
+    }
+    app.registry.changed.notify_waiters();
+}

@@ -1,0 +1,31 @@
+//! Shared state of one control plane instance.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::agents::registry::Registry;
+use crate::config::JobSettings;
+use crate::elasticsearch::BulkIndexer;
+use crate::store::Stores;
+
+pub struct App {
+    pub stores: Stores,
+    pub bulk: BulkIndexer,
+    pub registry: Arc<Registry>,
+    pub jobs: JobSettings,
+    /// Identifies this instance in job documents (`ferry.control_plane`).
+    pub instance_id: String,
+    /// Fires when the process begins shutting down.
+    pub shutdown: CancellationToken,
+}
+
+impl App {
+    pub fn flow_control(&self) -> ferry_sdk::proto::FlowControl {
+        ferry_sdk::proto::FlowControl {
+            max_unacked_batches: self.jobs.max_unacked_batches,
+            max_batch_bytes: self.jobs.max_batch_bytes,
+            max_batch_documents: self.jobs.max_batch_documents,
+        }
+    }
+}

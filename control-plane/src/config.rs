@@ -1,0 +1,285 @@
+//! Control plane configuration: YAML file → environment overlay (see
+//! `ferry_sdk::settings` for the `FERRY_A__B` rule) → serde structs with
+//! unknown keys refused → [`RawConfig::validate`], a pure function that
+//! returns the typed [`Config`] or every problem with what to do about it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use crate::elasticsearch::EsAuth;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub elasticsearch: RawElasticsearch,
+    pub agents: RawAgents,
+    #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
+    pub jobs: RawJobs,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawElasticsearch {
+    pub host: Option<String>,
+    pub api_key: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// CA bundle for an https Elasticsearch with a private CA.
+    pub ca: Option<PathBuf>,
+    /// Largest bulk request body, bytes.
+    pub bulk_max_bytes: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAgents {
+    pub listen: Option<String>,
+    pub tls: Option<RawServerTls>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: Option<String>,
+    pub tls: Option<RawServerTls>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawServerTls {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawJobs {
+    /// Batches an agent may have unacknowledged per job.
+    pub max_unacked_batches: Option<u32>,
+    pub max_batch_bytes: Option<u32>,
+    pub max_batch_documents: Option<u32>,
+    /// A running job whose agent has not been heard of for this long is
+    /// taken back and resumed elsewhere.
+    pub lease_timeout_s: Option<u64>,
+    /// How often the dispatcher looks for pending jobs.
+    pub poll_interval_ms: Option<u64>,
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub elasticsearch: EsSettings,
+    pub agents_listen: SocketAddr,
+    pub agents_tls: ServerTls,
+    pub admin_listen: SocketAddr,
+    pub admin_tls: Option<ServerTls>,
+    pub jobs: JobSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct EsSettings {
+    pub url: String,
+    pub auth: EsAuth,
+    pub ca: Option<PathBuf>,
+    pub bulk_max_bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// When set, clients must present a certificate signed by this CA.
+    pub client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct JobSettings {
+    pub max_unacked_batches: u32,
+    pub max_batch_bytes: u32,
+    pub max_batch_documents: u32,
+    pub lease_timeout: Duration,
+    pub poll_interval: Duration,
+}
+
+/// Loads the file at `path`, applies `env`, validates.
+pub fn load(path: Option<&Path>, env: &BTreeMap<String, String>) -> Result<Config, String> {
+    let mut doc = match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| format!("cannot read config file {}: {e}", p.display()))?;
+            serde_yaml_ng::from_str::<serde_json::Value>(&text)
+                .map_err(|e| format!("config file {} is not valid YAML: {e}", p.display()))?
+        }
+        None => serde_json::Value::Object(Default::default()),
+    };
+    if doc.is_null() {
+        doc = serde_json::Value::Object(Default::default());
+    }
+    ferry_sdk::settings::overlay_env(&mut doc, env, &[]);
+    let raw: RawConfig = serde_json::from_value(doc).map_err(|e| format!("invalid configuration: {e}"))?;
+    raw.validate().map_err(|errs| format!("invalid configuration:\n  - {}", errs.join("\n  - ")))
+}
+
+fn parse_addr(key: &str, v: &Option<String>, default: &str, errs: &mut Vec<String>) -> SocketAddr {
+    let s = v.as_deref().unwrap_or(default);
+    s.parse().unwrap_or_else(|_| {
+        errs.push(format!("{key}: {s:?} is not an address: write it as IP:PORT, e.g. 0.0.0.0:50051"));
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    })
+}
+
+fn server_tls(key: &str, raw: &RawServerTls, errs: &mut Vec<String>) -> Option<ServerTls> {
+    match (&raw.cert, &raw.key) {
+        (Some(cert), Some(key_path)) => {
+            Some(ServerTls { cert: cert.clone(), key: key_path.clone(), client_ca: raw.client_ca.clone() })
+        }
+        _ => {
+            errs.push(format!("{key}: both cert and key are required (PEM files)"));
+            None
+        }
+    }
+}
+
+impl RawConfig {
+    /// Pure validation: no I/O. Collects every problem at once.
+    pub fn validate(self) -> Result<Config, Vec<String>> {
+        let mut errs = Vec::new();
+        let es = &self.elasticsearch;
+        let url = es.host.clone().unwrap_or_default();
+        if url.is_empty() {
+            errs.push("elasticsearch.host is required, e.g. http://127.0.0.1:9200".into());
+        } else if !(url.starts_with("http://") || url.starts_with("https://")) {
+            errs.push(format!("elasticsearch.host {url:?} must start with http:// or https://"));
+        }
+        let auth = match (&es.api_key, &es.username, &es.password) {
+            (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+                errs.push(
+                    "elasticsearch: api_key and username/password are mutually exclusive; use api_key".into(),
+                );
+                EsAuth::None
+            }
+            (Some(k), None, None) => EsAuth::ApiKey(k.clone()),
+            (None, Some(u), Some(p)) => EsAuth::Basic { username: u.clone(), password: p.clone() },
+            (None, Some(_), None) | (None, None, Some(_)) => {
+                errs.push("elasticsearch: username and password go together; set both or neither".into());
+                EsAuth::None
+            }
+            (None, None, None) => EsAuth::None,
+        };
+        let agents_listen = parse_addr("agents.listen", &self.agents.listen, "0.0.0.0:50051", &mut errs);
+        let agents_tls = match &self.agents.tls {
+            None => {
+                errs.push(
+                    "agents.tls is required: agents connect with mTLS only. Set agents.tls.cert, \
+                     agents.tls.key and agents.tls.client_ca (the CA that signs agent certificates)"
+                        .into(),
+                );
+                None
+            }
+            Some(t) => {
+                if t.client_ca.is_none() {
+                    errs.push(
+                        "agents.tls.client_ca is required: only agents with a certificate signed by it may connect"
+                            .into(),
+                    );
+                }
+                server_tls("agents.tls", t, &mut errs)
+            }
+        };
+        let admin_listen = parse_addr("admin.listen", &self.admin.listen, "127.0.0.1:50052", &mut errs);
+        let admin_tls = self.admin.tls.as_ref().and_then(|t| server_tls("admin.tls", t, &mut errs));
+        if admin_tls.is_none() && !admin_listen.ip().is_loopback() {
+            errs.push(format!(
+                "admin.listen is {admin_listen}, not a loopback address, and admin.tls is not set: the admin API \
+                 serves plaintext only on loopback. Set admin.tls (cert, key, optionally client_ca) or listen on 127.0.0.1"
+            ));
+        }
+        let j = &self.jobs;
+        let jobs = JobSettings {
+            max_unacked_batches: j.max_unacked_batches.unwrap_or(4).clamp(1, 64),
+            max_batch_bytes: j.max_batch_bytes.unwrap_or(4 * 1024 * 1024).clamp(16 * 1024, 32 * 1024 * 1024),
+            max_batch_documents: j.max_batch_documents.unwrap_or(5_000).clamp(1, 100_000),
+            lease_timeout: Duration::from_secs(j.lease_timeout_s.unwrap_or(60).max(5)),
+            poll_interval: Duration::from_millis(j.poll_interval_ms.unwrap_or(1_000).clamp(50, 60_000)),
+        };
+        if !errs.is_empty() {
+            return Err(errs);
+        }
+        Ok(Config {
+            elasticsearch: EsSettings {
+                url: url.trim_end_matches('/').to_owned(),
+                auth,
+                ca: es.ca.clone(),
+                bulk_max_bytes: es.bulk_max_bytes.unwrap_or(5 * 1024 * 1024),
+            },
+            agents_listen,
+            agents_tls: agents_tls.expect("checked above"),
+            admin_listen,
+            admin_tls,
+            jobs,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn environment_alone_makes_a_config() {
+        let cfg = load(
+            None,
+            &env(&[
+                ("FERRY_ELASTICSEARCH__HOST", "http://127.0.0.1:9200/"),
+                ("FERRY_ELASTICSEARCH__API_KEY", "s3cr3t"),
+                ("FERRY_AGENTS__TLS__CERT", "s.pem"),
+                ("FERRY_AGENTS__TLS__KEY", "s-key.pem"),
+                ("FERRY_AGENTS__TLS__CLIENT_CA", "ca.pem"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(cfg.elasticsearch.url, "http://127.0.0.1:9200");
+        assert!(matches!(cfg.elasticsearch.auth, EsAuth::ApiKey(_)));
+        assert_eq!(cfg.admin_listen.to_string(), "127.0.0.1:50052");
+        assert!(!format!("{:?}", cfg.elasticsearch.auth).contains("s3cr3t"));
+    }
+
+    #[test]
+    fn plaintext_admin_off_loopback_is_refused_with_advice() {
+        let err = load(
+            None,
+            &env(&[
+                ("FERRY_ELASTICSEARCH__HOST", "http://127.0.0.1:9200"),
+                ("FERRY_AGENTS__TLS__CERT", "s.pem"),
+                ("FERRY_AGENTS__TLS__KEY", "s-key.pem"),
+                ("FERRY_AGENTS__TLS__CLIENT_CA", "ca.pem"),
+                ("FERRY_ADMIN__LISTEN", "0.0.0.0:50052"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(err.contains("admin.tls"), "{err}");
+    }
+
+    #[test]
+    fn missing_agent_tls_and_unknown_keys_are_named() {
+        let err = load(
+            None,
+            &env(&[("FERRY_ELASTICSEARCH__HOST", "http://x:9200"), ("FERRY_AGENTS__LISTEN", "0.0.0.0:1")]),
+        )
+        .unwrap_err();
+        assert!(err.contains("agents.tls is required"), "{err}");
+        let err = load(None, &env(&[("FERRY_ELASTICSEARCH__HOSTS", "http://x:9200")])).unwrap_err();
+        assert!(err.contains("hosts"), "{err}");
+    }
+}

@@ -1,0 +1,212 @@
+//! The ingest path of one running job: agent batches → `_bulk` → acks.
+//!
+//! A [`JobRun`] exists while a job is assigned to an agent session on this
+//! instance. Each `DocumentBatch` takes one permit of the job's window
+//! (`max_unacked_batches`); an agent that sends more than the window is
+//! violating flow control and loses its session. Batches are indexed
+//! concurrently (several bulk requests in flight); a batch is acknowledged
+//! only after Elasticsearch accepted or permanently rejected every document
+//! in it, and only then does its permit return. So memory per job is bounded
+//! by window × batch size on both sides, however large the table.
+//!
+//! The checkpoint persisted on the job is the one carried by the highest
+//! batch sequence `n` such that every batch `1..=n` was acknowledged:
+//! resuming from it never skips a document.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use ferry_sdk::proto;
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
+use crate::elasticsearch::{BulkDoc, BulkIndexer, EsError};
+
+/// Keep at most this many rejection reasons on the job document.
+pub const MAX_REJECTIONS_KEPT: usize = 10;
+
+/// A job running on this instance.
+pub struct JobRun {
+    pub job_id: String,
+    pub lease_id: String,
+    pub connector_id: String,
+    pub index_name: String,
+    pub full_sync: bool,
+    /// `"_ferry_sync_generation":G`, spliced into every document.
+    extra_fields: Vec<u8>,
+    window: Arc<Semaphore>,
+    /// In-flight bulk requests of this job.
+    pub tracker: TaskTracker,
+    pub stats: Mutex<RunStats>,
+    /// Set once the control plane asked the agent to stop.
+    pub cancel_sent: AtomicBool,
+    /// Set when the control plane itself must fail the job (Elasticsearch
+    /// gave up); the agent is told to stop and the job ends in error.
+    pub fatal: Mutex<Option<String>>,
+    pub started: Instant,
+}
+
+#[derive(Debug, Default)]
+pub struct RunStats {
+    /// Counts carried over from earlier attempts plus this one.
+    pub indexed: u64,
+    pub rejected: u64,
+    pub bytes: u64,
+    /// Documents received by this attempt.
+    pub received_this_attempt: u64,
+    /// Highest sequence such that every batch up to it is acknowledged.
+    pub acked_through: u64,
+    /// Acknowledged batches above `acked_through`, with their checkpoints.
+    pub(crate) acked_out_of_order: BTreeMap<u64, Vec<u8>>,
+    /// Checkpoint of batch `acked_through`.
+    pub checkpoint: Option<Vec<u8>>,
+    pub rejections: Vec<serde_json::Value>,
+    /// For docs/s: indexed count at the last stats flush.
+    pub indexed_at_last_flush: u64,
+    pub last_flush: Option<Instant>,
+}
+
+impl RunStats {
+    fn acknowledge(&mut self, sequence: u64, checkpoint: Vec<u8>) {
+        self.acked_out_of_order.insert(sequence, checkpoint);
+        while let Some(cp) = self.acked_out_of_order.remove(&(self.acked_through + 1)) {
+            self.acked_through += 1;
+            if !cp.is_empty() {
+                self.checkpoint = Some(cp);
+            }
+        }
+    }
+}
+
+/// Why a batch was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchRefused {
+    #[error("the agent exceeded its flow-control window of {0} unacknowledged batches")]
+    WindowExceeded(u32),
+}
+
+impl JobRun {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        job_id: String,
+        lease_id: String,
+        connector_id: String,
+        index_name: String,
+        full_sync: bool,
+        generation: i64,
+        window: u32,
+        carried: RunStats,
+    ) -> Self {
+        Self {
+            job_id,
+            lease_id,
+            connector_id,
+            index_name,
+            full_sync,
+            extra_fields: crate::elasticsearch::index::generation_fragment(generation),
+            window: Arc::new(Semaphore::new(window as usize)),
+            tracker: TaskTracker::new(),
+            stats: Mutex::new(carried),
+            cancel_sent: AtomicBool::new(false),
+            fatal: Mutex::new(None),
+            started: Instant::now(),
+        }
+    }
+
+    /// Takes a batch: indexes it in the background and sends the ack
+    /// through `ack` when Elasticsearch is done with it.
+    pub fn accept(
+        self: &Arc<Self>,
+        batch: proto::DocumentBatch,
+        bulk: &BulkIndexer,
+        window_size: u32,
+        on_done: impl FnOnce(Result<proto::BatchAck, EsError>) -> futures::future::BoxFuture<'static, ()>
+            + Send
+            + 'static,
+    ) -> Result<(), BatchRefused> {
+        let permit =
+            self.window.clone().try_acquire_owned().map_err(|_| BatchRefused::WindowExceeded(window_size))?;
+        let run = self.clone();
+        let bulk = bulk.clone();
+        self.tracker.spawn(async move {
+            let proto::DocumentBatch { sequence, documents, checkpoint, .. } = batch;
+            let docs: Vec<BulkDoc> =
+                documents.into_iter().map(|d| BulkDoc { id: d.id, source: Bytes::from(d.source) }).collect();
+            let received = docs.len() as u64;
+            let result = bulk.index_batch(&run.index_name, &docs, &run.extra_fields).await;
+            let result = result.map(|outcome| {
+                let mut s = run.stats.lock().expect("stats lock");
+                s.indexed += outcome.indexed;
+                s.rejected += outcome.failed;
+                s.bytes += outcome.bytes;
+                s.received_this_attempt += received;
+                for f in outcome.failures {
+                    if s.rejections.len() < MAX_REJECTIONS_KEPT {
+                        s.rejections.push(serde_json::json!({
+                            "id": f.id, "status": f.status, "type": f.error_type, "reason": f.reason
+                        }));
+                    }
+                }
+                s.acknowledge(sequence, checkpoint);
+                proto::BatchAck {
+                    job_id: run.job_id.clone(),
+                    lease_id: run.lease_id.clone(),
+                    sequence,
+                    indexed: outcome.indexed as u32,
+                    failed: outcome.failed as u32,
+                }
+            });
+            on_done(result).await;
+            drop(permit);
+        });
+        Ok(())
+    }
+
+    /// Records a failure that ends the job in error once the agent stopped.
+    pub fn set_fatal(&self, reason: String) {
+        let mut f = self.fatal.lock().expect("fatal lock");
+        if f.is_none() {
+            *f = Some(reason);
+        }
+    }
+
+    pub fn fatal(&self) -> Option<String> {
+        self.fatal.lock().expect("fatal lock").clone()
+    }
+
+    /// Marks the cancel as sent; true the first time.
+    pub fn mark_cancel_sent(&self) -> bool {
+        !self.cancel_sent.swap(true, Ordering::SeqCst)
+    }
+
+    /// Waits until every in-flight bulk request of this job finished.
+    pub async fn drain(&self) {
+        self.tracker.close();
+        self.tracker.wait().await;
+        self.tracker.reopen();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_follows_the_contiguous_acked_prefix() {
+        let mut s = RunStats::default();
+        s.acknowledge(2, b"two".to_vec());
+        assert_eq!(s.acked_through, 0);
+        assert_eq!(s.checkpoint, None);
+        s.acknowledge(1, b"one".to_vec());
+        assert_eq!(s.acked_through, 2);
+        assert_eq!(s.checkpoint.as_deref(), Some(&b"two"[..]));
+        s.acknowledge(4, b"four".to_vec());
+        assert_eq!(s.acked_through, 2);
+        s.acknowledge(3, vec![]);
+        assert_eq!(s.acked_through, 4);
+        assert_eq!(s.checkpoint.as_deref(), Some(&b"four"[..]));
+    }
+}

@@ -1,0 +1,258 @@
+//! The connector document and its status machine.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{JobStatus, Timestamp};
+
+/// `status` of a connector. Moves only along the Connector Protocol's
+/// allowed transitions ([`ConnectorStatus::can_move_to`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectorStatus {
+    #[default]
+    Created,
+    NeedsConfiguration,
+    Configured,
+    Connected,
+    Error,
+}
+
+impl ConnectorStatus {
+    pub fn can_move_to(self, to: ConnectorStatus) -> bool {
+        use ConnectorStatus::*;
+        self == to
+            || matches!(
+                (self, to),
+                (Created, NeedsConfiguration | Error)
+                    | (NeedsConfiguration, Configured | Error)
+                    | (Configured, NeedsConfiguration | Connected | Error)
+                    | (Connected, Configured | Error)
+                    | (Error, Connected | Configured)
+            )
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectorStatus::Created => "created",
+            ConnectorStatus::NeedsConfiguration => "needs_configuration",
+            ConnectorStatus::Configured => "configured",
+            ConnectorStatus::Connected => "connected",
+            ConnectorStatus::Error => "error",
+        }
+    }
+}
+
+/// One configuration entry: schema written by the serving agent, `value`
+/// by the user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct ConfigEntry {
+    pub label: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub display: String,
+    pub sensitive: bool,
+    pub required: bool,
+    pub order: i32,
+    pub tooltip: Option<String>,
+    pub options: Vec<Value>,
+    pub depends_on: Vec<Value>,
+    pub validations: Vec<Value>,
+    pub ui_restrictions: Vec<String>,
+    pub value: Value,
+    pub default_value: Value,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, Value>,
+}
+
+impl ConfigEntry {
+    /// The value in force: `value`, or `default_value` when the value is
+    /// empty and the field is optional.
+    pub fn effective_value(&self) -> Option<&Value> {
+        if !is_empty_value(&self.value) {
+            Some(&self.value)
+        } else if !self.required && !self.default_value.is_null() {
+            Some(&self.default_value)
+        } else {
+            None
+        }
+    }
+}
+
+pub fn is_empty_value(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::String(s) => s.is_empty(),
+        _ => false,
+    }
+}
+
+/// Ferry's bookkeeping on a connector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct ConnectorFerry {
+    /// Hash of the configuration values an agent last validated
+    /// successfully; a change of values means a new check.
+    pub validated_revision: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct ConnectorDoc {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub index_name: Option<String>,
+    pub service_type: Option<String>,
+    pub language: Option<String>,
+    pub is_native: bool,
+    pub api_key_id: Option<String>,
+    pub api_key_secret_id: Option<String>,
+    pub status: ConnectorStatus,
+    pub error: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_seen: Option<Timestamp>,
+    pub configuration: BTreeMap<String, ConfigEntry>,
+    pub custom_scheduling: Value,
+    pub filtering: Value,
+    pub scheduling: Value,
+    pub pipeline: Value,
+    pub features: Value,
+    pub sync_cursor: Value,
+    pub last_sync_status: Option<JobStatus>,
+    pub last_sync_error: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_synced: Option<Timestamp>,
+    pub last_indexed_document_count: Option<i64>,
+    pub last_deleted_document_count: Option<i64>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_sync_scheduled_at: Option<Timestamp>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_incremental_sync_scheduled_at: Option<Timestamp>,
+    pub deleted: bool,
+    pub ferry: ConnectorFerry,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, Value>,
+}
+
+impl ConnectorDoc {
+    /// A new connector as Elastic's Connector API creates one.
+    pub fn new(
+        name: String,
+        description: String,
+        index_name: String,
+        service_type: String,
+        language: String,
+    ) -> Self {
+        let opt = |s: String| (!s.is_empty()).then_some(s);
+        ConnectorDoc {
+            name: Some(name),
+            description: opt(description),
+            index_name: opt(index_name),
+            service_type: opt(service_type),
+            language: opt(language),
+            status: ConnectorStatus::Created,
+            filtering: serde_json::json!([{
+                "domain": "DEFAULT",
+                "active": {"rules": [default_rule()], "advanced_snippet": {"value": {}}, "validation": {"state": "valid", "errors": []}},
+                "draft": {"rules": [default_rule()], "advanced_snippet": {"value": {}}, "validation": {"state": "valid", "errors": []}}
+            }]),
+            scheduling: serde_json::json!({
+                "full": {"enabled": false, "interval": "0 0 0 * * ?"},
+                "incremental": {"enabled": false, "interval": "0 0 0 * * ?"},
+                "access_control": {"enabled": false, "interval": "0 0 0 * * ?"}
+            }),
+            pipeline: serde_json::json!({
+                "name": "search-default-ingestion",
+                "extract_binary_content": true,
+                "reduce_whitespace": true,
+                "run_ml_inference": false
+            }),
+            features: serde_json::json!({
+                "sync_rules": {"basic": {"enabled": true}, "advanced": {"enabled": true}},
+                "incremental_sync": {"enabled": false},
+                "document_level_security": {"enabled": false}
+            }),
+            custom_scheduling: serde_json::json!({}),
+            ..Default::default()
+        }
+    }
+
+    /// Moves to `to` if the protocol allows it; otherwise leaves the status.
+    pub fn move_to(&mut self, to: ConnectorStatus) -> bool {
+        if self.status.can_move_to(to) {
+            self.status = to;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Effective configuration values, key → value.
+    pub fn config_values(&self) -> BTreeMap<String, Value> {
+        self.configuration
+            .iter()
+            .filter_map(|(k, e)| e.effective_value().map(|v| (k.clone(), v.clone())))
+            .collect()
+    }
+
+    /// Required keys that have no value yet.
+    pub fn missing_required(&self) -> Vec<String> {
+        self.configuration
+            .iter()
+            .filter(|(_, e)| e.required && e.effective_value().is_none())
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// A stable hash of the configuration values in force.
+    pub fn config_revision(&self) -> String {
+        use md5::{Digest, Md5};
+        let canonical = serde_json::to_vec(&self.config_values()).unwrap_or_default();
+        hex::encode(Md5::digest(&canonical))
+    }
+}
+
+fn default_rule() -> Value {
+    let now = time::OffsetDateTime::UNIX_EPOCH
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    serde_json::json!({
+        "id": "DEFAULT", "policy": "include", "field": "_", "rule": "regex", "value": ".*",
+        "order": 0, "created_at": now, "updated_at": now
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ConnectorStatus::*;
+    use super::*;
+
+    #[test]
+    fn only_protocol_moves_are_allowed() {
+        assert!(Created.can_move_to(NeedsConfiguration));
+        assert!(NeedsConfiguration.can_move_to(Configured));
+        assert!(Configured.can_move_to(Connected));
+        assert!(Connected.can_move_to(Error));
+        assert!(Error.can_move_to(Connected));
+        assert!(!Created.can_move_to(Connected));
+        assert!(!NeedsConfiguration.can_move_to(Connected));
+        assert!(!Error.can_move_to(NeedsConfiguration));
+    }
+
+    #[test]
+    fn document_round_trips_and_keeps_unknown_fields() {
+        let raw = serde_json::json!({
+            "name": "Music", "index_name": "music", "service_type": "postgresql", "status": "needs_configuration",
+            "configuration": {"host": {"label": "Host", "type": "str", "required": true, "value": "db", "kibana_only": 1}},
+            "some_future_field": {"a": 1}
+        });
+        let doc: ConnectorDoc = serde_json::from_value(raw).unwrap();
+        assert_eq!(doc.status, NeedsConfiguration);
+        assert_eq!(doc.config_values()["host"], "db");
+        let back = serde_json::to_value(&doc).unwrap();
+        assert_eq!(back["some_future_field"]["a"], 1);
+        assert_eq!(back["configuration"]["host"]["kibana_only"], 1);
+    }
+}

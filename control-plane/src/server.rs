@@ -1,0 +1,177 @@
+//! Wiring and lifecycle of one control plane instance.
+//!
+//! Start-up: Elasticsearch version handshake (refuse unsupported servers),
+//! state indices, then the background loops, then the two listeners.
+//! Shutdown (SIGTERM/SIGINT): the token fires → listeners stop accepting →
+//! agent sessions end and hand their jobs back for resume (in-flight bulk
+//! requests are drained first) → loops stop; all under [`SHUTDOWN_DEADLINE`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_sdk::proto;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+use crate::admin::{connectors::Connectors, sync_jobs::SyncJobs};
+use crate::agents::registry::Registry;
+use crate::agents::service::AgentService;
+use crate::app::App;
+use crate::config::{Config, ServerTls};
+use crate::elasticsearch::{handshake, BulkConfig, BulkIndexer, EsClient, EsClientConfig};
+use crate::store::Stores;
+
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(20);
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("{0}")]
+    Elasticsearch(#[from] crate::elasticsearch::EsError),
+    #[error("{0}")]
+    Store(#[from] crate::error::Error),
+    #[error("cannot read {what} {path}: {source}")]
+    ReadFile { what: &'static str, path: String, source: std::io::Error },
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind { what: &'static str, addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("{what} listener failed: {source}")]
+    Serve { what: &'static str, source: tonic::transport::Error },
+}
+
+fn read(what: &'static str, path: &std::path::Path) -> Result<Vec<u8>, ServerError> {
+    std::fs::read(path).map_err(|source| ServerError::ReadFile {
+        what,
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+fn tls_config(t: &ServerTls) -> Result<ServerTlsConfig, ServerError> {
+    let mut cfg = ServerTlsConfig::new()
+        .identity(Identity::from_pem(read("TLS certificate", &t.cert)?, read("TLS key", &t.key)?));
+    if let Some(ca) = &t.client_ca {
+        cfg = cfg.client_ca_root(Certificate::from_pem(read("client CA", ca)?)).client_auth_optional(false);
+    }
+    Ok(cfg)
+}
+
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ServerError> {
+    let mut es_cfg = EsClientConfig::new(config.elasticsearch.url.clone());
+    es_cfg.auth = config.elasticsearch.auth.clone();
+    es_cfg.ca_file = config.elasticsearch.ca.clone();
+    let es = EsClient::new(&es_cfg)?;
+    let version = handshake(&es).await?;
+    tracing::info!(url = %config.elasticsearch.url, version = ?version, "search server accepted");
+    crate::store::indices::ensure_state_indices(&es).await?;
+    let bulk = BulkIndexer::new(
+        es.clone(),
+        BulkConfig { max_request_bytes: config.elasticsearch.bulk_max_bytes as usize, ..Default::default() },
+    );
+    let app = Arc::new(App {
+        stores: Stores::new(es),
+        bulk,
+        registry: Arc::new(Registry::default()),
+        jobs: config.jobs.clone(),
+        instance_id: format!("{}-{}", hostname(), &uuid::Uuid::new_v4().simple().to_string()[..8]),
+        shutdown: shutdown.clone(),
+    });
+
+    let loops = TaskTracker::new();
+    loops.spawn(crate::jobs::dispatcher::run_dispatcher(app.clone()));
+    loops.spawn(crate::jobs::dispatcher::run_progress(app.clone()));
+    loops.close();
+
+    let agents_listener = tokio::net::TcpListener::bind(config.agents_listen)
+        .await
+        .map_err(|source| ServerError::Bind { what: "agents", addr: config.agents_listen, source })?;
+    let admin_listener = tokio::net::TcpListener::bind(config.admin_listen)
+        .await
+        .map_err(|source| ServerError::Bind { what: "admin", addr: config.admin_listen, source })?;
+
+    let agent_service = proto::agent_service_server::AgentServiceServer::new(AgentService::new(app.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let agents_server = Server::builder()
+        .tls_config(tls_config(&config.agents_tls)?)
+        .map_err(|source| ServerError::Serve { what: "agents", source })?
+        .http2_keepalive_interval(Some(Duration::from_secs(20)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .add_service(agent_service);
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<proto::connector_service_server::ConnectorServiceServer<Connectors>>()
+        .await;
+    health_reporter.set_serving::<proto::sync_job_service_server::SyncJobServiceServer<SyncJobs>>().await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServerError::Store(crate::error::Error::Internal(format!("reflection: {e}"))))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| ServerError::Store(crate::error::Error::Internal(format!("reflection: {e}"))))?;
+    let mut admin_builder = Server::builder();
+    if let Some(t) = &config.admin_tls {
+        admin_builder = admin_builder
+            .tls_config(tls_config(t)?)
+            .map_err(|source| ServerError::Serve { what: "admin", source })?;
+    }
+    let admin_server = admin_builder
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(proto::connector_service_server::ConnectorServiceServer::new(Connectors::new(
+            app.clone(),
+        )))
+        .add_service(proto::sync_job_service_server::SyncJobServiceServer::new(SyncJobs::new(app.clone())));
+
+    tracing::info!(
+        agents = %config.agents_listen, admin = %config.admin_listen,
+        admin_tls = config.admin_tls.is_some(), instance = %app.instance_id,
+        "control plane listening"
+    );
+    let s1 = shutdown.clone();
+    let s2 = shutdown.clone();
+    let agents = tokio::spawn(
+        agents_server.serve_with_incoming_shutdown(TcpListenerStream::new(agents_listener), async move {
+            s1.cancelled().await
+        }),
+    );
+    let admin = tokio::spawn(
+        admin_server.serve_with_incoming_shutdown(TcpListenerStream::new(admin_listener), async move {
+            s2.cancelled().await
+        }),
+    );
+    shutdown.cancelled().await;
+    tracing::info!("shutting down: stopping listeners, handing running jobs back for resume");
+    let drain = async {
+        for (what, handle) in [("agents", agents), ("admin", admin)] {
+            match handle.await {
+                Ok(Err(e)) => tracing::warn!("{what} listener ended with an error: {e}"),
+                Err(e) => tracing::warn!("{what} listener task failed: {e}"),
+                Ok(Ok(())) => {}
+            }
+        }
+        loops.wait().await;
+    };
+    if tokio::time::timeout(SHUTDOWN_DEADLINE, drain).await.is_err() {
+        tracing::warn!(
+            "shutdown did not finish within {} s; exiting anyway (job leases will expire and resume)",
+            SHUTDOWN_DEADLINE.as_secs()
+        );
+    }
+    Ok(())
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_owned()))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "control-plane".into())
+}
