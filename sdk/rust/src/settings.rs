@@ -77,6 +77,30 @@ pub fn process_env() -> BTreeMap<String, String> {
     std::env::vars().collect()
 }
 
+/// Short environment variables every Ferry agent reads, whatever its
+/// language: they are how the conformance suite and container platforms
+/// hand an agent its connection. They win over the file and over the
+/// `FERRY_A__B` form.
+pub const AGENT_ENV_ALIASES: &[(&str, &[&str])] = &[
+    ("FERRY_CONTROL_PLANE_URL", &["control_plane", "url"]),
+    ("FERRY_TLS_CA", &["control_plane", "tls", "ca"]),
+    ("FERRY_TLS_CERT", &["control_plane", "tls", "cert"]),
+    ("FERRY_TLS_KEY", &["control_plane", "tls", "key"]),
+    ("FERRY_CONNECTOR_ID", &["connectors", "0", "connector_id"]),
+];
+
+/// Applies the `FERRY_A__B` rule, then [`AGENT_ENV_ALIASES`].
+pub fn overlay_agent_env(doc: &mut Value, env: &BTreeMap<String, String>) {
+    let aliases: Vec<&str> = AGENT_ENV_ALIASES.iter().map(|(k, _)| *k).collect();
+    overlay_env(doc, env, &aliases);
+    for (name, path) in AGENT_ENV_ALIASES {
+        if let Some(v) = env.get(*name) {
+            let parts: Vec<String> = path.iter().map(|p| p.to_string()).collect();
+            set_path(doc, &parts, Value::String(v.clone()));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,29 +130,5 @@ mod tests {
                 "max_concurrent_jobs": 4
             })
         );
-    }
-}
-
-/// Short environment variables every Ferry agent reads, whatever its
-/// language: they are how the conformance suite and container platforms
-/// hand an agent its connection. They win over the file and over the
-/// `FERRY_A__B` form.
-pub const AGENT_ENV_ALIASES: &[(&str, &[&str])] = &[
-    ("FERRY_CONTROL_PLANE_URL", &["control_plane", "url"]),
-    ("FERRY_TLS_CA", &["control_plane", "tls", "ca"]),
-    ("FERRY_TLS_CERT", &["control_plane", "tls", "cert"]),
-    ("FERRY_TLS_KEY", &["control_plane", "tls", "key"]),
-    ("FERRY_CONNECTOR_ID", &["connectors", "0", "connector_id"]),
-];
-
-/// Applies the `FERRY_A__B` rule, then [`AGENT_ENV_ALIASES`].
-pub fn overlay_agent_env(doc: &mut Value, env: &BTreeMap<String, String>) {
-    let aliases: Vec<&str> = AGENT_ENV_ALIASES.iter().map(|(k, _)| *k).collect();
-    overlay_env(doc, env, &aliases);
-    for (name, path) in AGENT_ENV_ALIASES {
-        if let Some(v) = env.get(*name) {
-            let parts: Vec<String> = path.iter().map(|p| p.to_string()).collect();
-            set_path(doc, &parts, Value::String(v.clone()));
-        }
     }
 }
