@@ -23,10 +23,10 @@ step "cargo fmt --check"
 cargo fmt --all --check
 
 step "cargo clippy"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo build (binaries for the integration tests)"
-cargo build --workspace --bins --locked
+cargo build --workspace --bins
 
 step "cargo test"
-cargo test --workspace --locked -- --test-threads "${FERRY_TEST_THREADS:-2}"
+cargo test --workspace -- --test-threads "${FERRY_TEST_THREADS:-2}"
