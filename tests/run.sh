@@ -7,7 +7,7 @@
 # 4. runs every test. Integration tests start their own PostgreSQL,
 #    osmem-server, control plane and agent on free loopback ports, so test
 #    binaries may run their tests in parallel; two threads suit the 2-core
-#    machines we run on (FERRY_TEST_THREADS overrides).
+#    machines we run on (TEST_THREADS overrides).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,4 +29,4 @@ step "cargo build (binaries for the integration tests)"
 cargo build --workspace --bins
 
 step "cargo test"
-cargo test --workspace -- --test-threads "${FERRY_TEST_THREADS:-2}"
+cargo test --workspace -- --test-threads "${TEST_THREADS:-2}"
