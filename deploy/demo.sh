@@ -245,7 +245,7 @@ wait_for() { # description shell-condition
   local deadline=$((SECONDS + TIMEOUT))
   until eval "$2"; do
     [ "$SECONDS" -lt "$deadline" ] || die "timed out after ${TIMEOUT}s waiting for $1"
-    sleep 1
+    sleep 0.3
   done
 }
 connector_status() {
