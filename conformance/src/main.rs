@@ -67,6 +67,9 @@ struct Args {
     /// Path of ferry-control-plane (default: next to this binary, then target/debug).
     #[arg(long)]
     control_plane_bin: Option<PathBuf>,
+    /// Delete the logs even when a check fails (they are kept and their place printed otherwise).
+    #[arg(long)]
+    discard_logs: bool,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -156,16 +159,14 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         let t = Instant::now();
         report.record("clean error for a broken source", t, w.broken_source(&mut agent).await);
         let t = Instant::now();
-        let synced = report.record("full sync with exact counts", t, w.full_sync().await);
-        if synced {
-            let t = Instant::now();
-            let (job_id, r) = w.window().await;
-            report.record("never more unacknowledged data than the window", t, r);
-            let t = Instant::now();
-            report.record("cancellation honoured within 5 s", t, w.cancel(job_id).await);
-            let t = Instant::now();
-            report.record("resume from the checkpoint after the link drops", t, w.resume().await);
-        }
+        report.record("full sync with exact counts", t, w.full_sync().await);
+        let t = Instant::now();
+        let (job_id, r) = w.window().await;
+        report.record("never more unacknowledged data than the window", t, r);
+        let t = Instant::now();
+        report.record("cancellation honoured within 5 s", t, w.cancel(job_id).await);
+        let t = Instant::now();
+        report.record("resume from the checkpoint after the link drops", t, w.resume().await);
     }
     let t = Instant::now();
     report.record("the agent is still running", t, agent.alive());
@@ -173,15 +174,27 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let failed: Vec<_> = report.results.iter().filter(|(_, ok)| !ok).map(|(n, _)| n.clone()).collect();
     let not_run = CHECKS.saturating_sub(report.results.len());
     if failed.is_empty() && not_run == 0 {
-        println!("ferry-conformance: all {} checks passed in {:.0} s", report.results.len(), t0.elapsed().as_secs_f64());
+        println!(
+            "ferry-conformance: all {} checks passed in {:.0} s",
+            report.results.len(),
+            t0.elapsed().as_secs_f64()
+        );
         return Ok(true);
+    }
+    cp.stop(Duration::from_secs(5));
+    if args.discard_logs {
+        println!(
+            "ferry-conformance: {} of {CHECKS} checks failed ({}), {not_run} not run",
+            failed.len(),
+            failed.join(", ")
+        );
+        return Ok(false);
     }
     // Keep the logs for whoever reads the failure.
     let kept = work.keep();
     for f in ["stdout.log", "stderr.log"] {
         let _ = std::fs::copy(cp.dir().join(f), kept.join(format!("control-plane-{f}")));
     }
-    cp.stop(Duration::from_secs(5));
     println!(
         "ferry-conformance: {} of {CHECKS} checks failed ({}), {not_run} not run; logs (agent.log, control-plane-*.log) in {}",
         failed.len(),
@@ -355,7 +368,11 @@ impl Admin {
                 return Ok(j);
             }
             if Instant::now() > deadline {
-                bail!("timed out after {timeout:?} waiting for {what}; job is {} ({})", status_name(j.status), j.error);
+                bail!(
+                    "timed out after {timeout:?} waiting for {what}; job is {} ({})",
+                    status_name(j.status),
+                    j.error
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -520,7 +537,10 @@ impl World<'_> {
                 "sync {round} deleted {} documents: the agent's ids are not stable",
                 j.deleted_document_count
             );
-            details.push(format!("sync {round}: {} indexed, {count} in the index, 0 deleted", j.indexed_document_count));
+            details.push(format!(
+                "sync {round}: {} indexed, {count} in the index, 0 deleted",
+                j.indexed_document_count
+            ));
         }
         Ok(details.join("; "))
     }
@@ -583,7 +603,10 @@ impl World<'_> {
         self.es_proxy.set_delay_ms(1000);
         self.es_proxy.release();
         let budget = CANCEL_RELAY + AGENT_STOP_BUDGET + Duration::from_secs(1);
-        let j = self.admin.wait_job(&job, Duration::from_secs(60), "the job to be canceled", terminal(SyncStatus::Canceled)).await;
+        let j = self
+            .admin
+            .wait_job(&job, Duration::from_secs(60), "the job to be canceled", terminal(SyncStatus::Canceled))
+            .await;
         self.es_proxy.set_delay_ms(0);
         let j = j?;
         let took = t.elapsed();
@@ -621,7 +644,10 @@ impl World<'_> {
                 if s == SyncStatus::InProgress && j.indexed_document_count >= enough {
                     Some(Ok(()))
                 } else if matches!(s, SyncStatus::Completed | SyncStatus::Error | SyncStatus::Canceled) {
-                    Some(Err(anyhow::anyhow!("the job ended {s:?} before the link could be cut: {}", j.error)))
+                    Some(Err(anyhow::anyhow!(
+                        "the job ended {s:?} before the link could be cut: {}",
+                        j.error
+                    )))
                 } else {
                     None
                 }
@@ -636,16 +662,36 @@ impl World<'_> {
         self.es_proxy.set_delay_ms(0);
         let j = self
             .admin
-            .wait_job(&job, Duration::from_secs(180), "the resumed job to complete", terminal(SyncStatus::Completed))
+            .wait_job(
+                &job,
+                Duration::from_secs(180),
+                "the resumed job to complete",
+                terminal(SyncStatus::Completed),
+            )
             .await?;
         ensure!(self.link.connections() > before, "the agent did not reconnect");
         let count = self.es.count(INDEX).await?;
-        ensure!(count == self.rows, "{count} documents in the index after the resumed sync, expected {}", self.rows);
-        ensure!(j.deleted_document_count == 0, "the resumed sync deleted {} documents", j.deleted_document_count);
+        ensure!(
+            count == self.rows,
+            "{count} documents in the index after the resumed sync, expected {}",
+            self.rows
+        );
+        ensure!(
+            j.deleted_document_count == 0,
+            "the resumed sync deleted {} documents",
+            j.deleted_document_count
+        );
         let md = metadata(&j);
-        let per_attempt: Vec<u64> =
-            md.get("documents_per_attempt").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_u64).collect()).unwrap_or_default();
-        ensure!(per_attempt.len() >= 2, "the job ran in {} attempt(s): the link cut did not interrupt it ({md:?})", per_attempt.len());
+        let per_attempt: Vec<u64> = md
+            .get("documents_per_attempt")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_u64).collect())
+            .unwrap_or_default();
+        ensure!(
+            per_attempt.len() >= 2,
+            "the job ran in {} attempt(s): the link cut did not interrupt it ({md:?})",
+            per_attempt.len()
+        );
         let last = *per_attempt.last().unwrap_or(&0);
         ensure!(
             last < self.rows,

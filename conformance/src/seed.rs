@@ -74,8 +74,7 @@ pub fn command(cmd: &str, rows: u64, dir: &Path) -> anyhow::Result<Seeded> {
     let line = stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
     let v: Value = serde_json::from_str(line)
         .with_context(|| format!("the seed command's last line is not JSON: {line:?}"))?;
-    let service_type =
-        v["service_type"].as_str().context("the seed output has no service_type")?.to_owned();
+    let service_type = v["service_type"].as_str().context("the seed output has no service_type")?.to_owned();
     Ok(Seeded {
         service_type,
         configuration: object(v["configuration"].clone())?,

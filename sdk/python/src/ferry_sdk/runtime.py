@@ -334,8 +334,12 @@ class _Session:
     def _assign(self, a: agent_pb2.AssignJob) -> None:
         source = self.agent.source_for_connector(a.connector_id)
         if source is None:
-            log.warning("assigned job %s of connector %r, which this agent does not serve", a.job_id,
-                        a.connector_id)
+            message = f"this agent does not serve connector {a.connector_id!r}"
+            log.warning("assigned job %s: %s", a.job_id, message)
+            finished = agent_pb2.JobFinished(job_id=a.job_id, lease_id=a.lease_id)
+            finished.failed.kind = agent_pb2.FAILURE_KIND_CONFIGURATION
+            finished.failed.message = message
+            self.enqueue(agent_pb2.AgentMessage(job_finished=finished))
             return
         with self.lock:
             if a.job_id in self.jobs:
