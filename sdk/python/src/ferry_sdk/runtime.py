@@ -23,7 +23,7 @@ import signal
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
@@ -392,20 +392,16 @@ class _Session:
         self.enqueue(agent_pb2.AgentMessage(job_finished=finished))
 
 
-@dataclass
 class Agent:
     """An agent: the sources it can read plus its settings (default: from the environment)."""
 
-    sources: Sequence[Source]
-    settings: Optional[AgentSettings] = None  # type: ignore[assignment]
-    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
-    _call: Optional[grpc.Future] = field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
-        if not self.sources:
+    def __init__(self, sources: Sequence[Source], settings: Optional[AgentSettings] = None) -> None:
+        if not sources:
             raise SettingsError("an agent needs at least one Source")
-        if self.settings is None:
-            self.settings = AgentSettings.from_env(self.sources[0].service_type)
+        self.sources = list(sources)
+        self.settings: AgentSettings = settings or AgentSettings.from_env(self.sources[0].service_type)
+        self._stop = threading.Event()
+        self._call: Optional[grpc.Future] = None
         for connector_id, service_type in self.settings.connectors:
             if self.source_for_type(service_type) is None:
                 raise SettingsError(
@@ -417,7 +413,6 @@ class Agent:
         return next((s for s in self.sources if s.service_type == service_type), None)
 
     def source_for_connector(self, connector_id: str) -> Optional[Source]:
-        assert self.settings is not None
         for cid, service_type in self.settings.connectors:
             if cid == connector_id:
                 return self.source_for_type(service_type)
@@ -437,7 +432,6 @@ class Agent:
 
     def run(self, install_signal_handlers: bool = True) -> None:
         """Runs sessions until :meth:`stop` (or SIGTERM/SIGINT); reconnects forever."""
-        assert self.settings is not None
         if install_signal_handlers and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self.stop())

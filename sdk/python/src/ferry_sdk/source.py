@@ -49,7 +49,7 @@ class SourceError(Exception):
     with ``str(exception)`` as the message.
     """
 
-    kind: int = agent_pb2.FAILURE_KIND_INTERNAL
+    kind: agent_pb2.FailureKind = agent_pb2.FAILURE_KIND_INTERNAL
 
 
 class SourceUnreachable(SourceError):
@@ -283,7 +283,7 @@ class DocumentSender:
             raise SyncStopped("the job was canceled", canceled=True)
 
 
-def failure_of(error: BaseException) -> Tuple[int, str]:
+def failure_of(error: BaseException) -> Tuple[agent_pb2.FailureKind, str]:
     """(FailureKind, message) for an exception raised by a source."""
     kind = error.kind if isinstance(error, SourceError) else agent_pb2.FAILURE_KIND_INTERNAL
     message = str(error) or type(error).__name__
