@@ -634,7 +634,7 @@ impl World<'_> {
     /// agent reconnects, and the next attempt resumes (receives fewer than all rows), ending
     /// with exactly every row in the index.
     async fn resume(&self) -> anyhow::Result<String> {
-        self.es_proxy.set_delay_ms(150);
+        self.es_proxy.set_delay_ms(250);
         let job = self.admin.create_job().await?;
         let enough = (self.rows / 4).max(1) as i64;
         let r = self
