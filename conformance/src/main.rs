@@ -228,6 +228,12 @@ impl AgentProcess {
         let log = std::fs::File::create(dir.join("agent.log"))?;
         let mut c = Command::new("sh");
         c.arg("-c").arg(cmd).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).process_group(0);
+        // Hermetic: the agent learns its connection from the five variables below only.
+        for (k, _) in std::env::vars_os() {
+            if k.to_str().is_some_and(|k| k.starts_with("FERRY_")) {
+                c.env_remove(&k);
+            }
+        }
         for (k, v) in env {
             c.env(k, v);
         }
