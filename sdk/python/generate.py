@@ -21,7 +21,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 PROTO_ROOT = HERE.parent.parent / "proto"
 OUT = HERE / "src" / "ferry_sdk" / "proto"
-FILES = ["ferry/v1/connector.proto", "ferry/v1/sync_job.proto", "ferry/v1/agent.proto"]
+# Every file of the package, so a new .proto shows up as drift until its stubs are generated.
+FILES = sorted(str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / "ferry" / "v1").glob("*.proto"))
 
 
 def generate(out: Path) -> None:

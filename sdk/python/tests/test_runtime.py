@@ -275,3 +275,15 @@ def test_settings_come_from_the_environment() -> None:
     with pytest.raises(SettingsError) as e:
         AgentSettings.from_env("sqlite", {"FERRY_CONTROL_PLANE_URL": "https://cp:50051"})
     assert "FERRY_TLS_CA" in str(e.value) and "FERRY_CONNECTOR_ID" in str(e.value)
+
+
+def test_a_job_for_a_connector_not_served_fails_cleanly(cp: FakeControlPlane) -> None:
+    agent = start_agent(cp, Counting())
+    try:
+        cp.expect("hello")
+        cp.send(assign_job=agent_pb2.AssignJob(job_id="j9", lease_id="L9", connector_id="other"))
+        f = cp.expect("job_finished").job_finished
+        assert (f.job_id, f.lease_id, f.failed.kind) == ("j9", "L9", agent_pb2.FAILURE_KIND_CONFIGURATION)
+        assert "'other'" in f.failed.message
+    finally:
+        agent.stop()
