@@ -28,5 +28,12 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo build (binaries for the integration tests)"
 cargo build --workspace --bins
 
+step "protocol: buf lint + breaking"
+bash sdk/check-proto.sh
+
+step "Python SDK (install + pytest); the conformance tests run its example agent"
+python3 -m pip install --quiet --disable-pip-version-check './sdk/python[dev]'
+python3 -m pytest -q sdk/python
+
 step "cargo test"
 cargo test --workspace -- --test-threads "${TEST_THREADS:-2}"
