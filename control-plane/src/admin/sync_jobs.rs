@@ -107,7 +107,20 @@ impl SyncJobs {
     }
 
     async fn cancel(&self, id: &str) -> Result<Versioned<SyncJobDoc>> {
-        self.get(id).await?;
+        if id.is_empty() {
+            return Err(Error::invalid("sync_job_id", "is required"));
+        }
+        // Running here: tell the agent before writing `canceling`, so it stops
+        // at once even when Elasticsearch is slow to take the write. (A job
+        // running on another instance is relayed by that instance's progress
+        // loop within seconds.)
+        let mut told_agent = false;
+        if let Some((session, run)) = self.app.registry.running(id) {
+            if run.mark_cancel_sent() {
+                send_cancel(&session, id, &run.lease_id, "canceled by the user").await;
+            }
+            told_agent = true;
+        }
         let t = now();
         let (job, lease) = self
             .app
@@ -125,6 +138,8 @@ impl SyncJobs {
                         job.cancelation_requested_at = Some(t);
                     }
                     JobStatus::Canceling => return Ok(Change::Keep(None)),
+                    // The agent we told stopped before this write landed.
+                    JobStatus::Canceled if told_agent => return Ok(Change::Keep(None)),
                     s => {
                         return Err(Error::FailedPrecondition(format!(
                             "sync job {id:?} is already {}; only pending or running jobs can be canceled",
@@ -135,9 +150,11 @@ impl SyncJobs {
                 Ok(Change::Write(job.ferry.lease_id.clone()))
             })
             .await?
-            .ok_or_else(|| Error::NotFound(format!("sync job {id:?} not found")))?;
-        // The job runs here: tell its agent now rather than at the next
-        // progress tick. (Elsewhere, that instance's progress loop does.)
+            .ok_or_else(|| {
+                Error::NotFound(format!("sync job {id:?} not found: list jobs with ListSyncJobs"))
+            })?;
+        // Claimed here since the check above: tell its agent now rather than
+        // at the next progress tick.
         if let (Some(lease), Some((session, run))) = (lease, self.app.registry.running(id)) {
             if run.lease_id == lease && run.mark_cancel_sent() {
                 send_cancel(&session, id, &lease, "canceled by the user").await;

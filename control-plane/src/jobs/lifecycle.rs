@@ -176,6 +176,10 @@ pub enum FlushResult {
 /// acknowledged or drained by now).
 pub async fn finish(app: &App, run: &JobRun, finished: &proto::JobFinished) -> Result<()> {
     use proto::job_finished::Outcome;
+    if matches!(finished.outcome, Some(Outcome::Canceled(_))) {
+        // Canceled: stop within seconds, counting only what was confirmed.
+        run.abandon_in_flight();
+    }
     run.drain().await;
     flush_stats(app, run).await?;
     let (indexed, rejected, first_rejection) = {
