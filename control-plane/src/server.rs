@@ -81,6 +81,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     let loops = TaskTracker::new();
     loops.spawn(crate::jobs::dispatcher::run_dispatcher(app.clone()));
     loops.spawn(crate::jobs::dispatcher::run_progress(app.clone()));
+    loops.spawn(crate::jobs::scheduler::run_scheduler(app.clone()));
     loops.close();
 
     let agents_listener = tokio::net::TcpListener::bind(config.agents_listen)

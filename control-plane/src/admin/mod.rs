@@ -4,5 +4,6 @@
 
 pub mod connectors;
 pub mod convert;
+pub mod settings;
 pub mod sync_jobs;
 pub mod validate;
