@@ -33,6 +33,7 @@ struct World {
     cp: ControlPlane,
     agent: Agent,
     admin: String,
+    pki: TestPki,
 }
 
 impl World {
@@ -67,7 +68,7 @@ impl World {
             )
             .connector("shop", "postgresql"),
         )?;
-        let w = World { grpc, es, cp, agent, admin, _pg: pg };
+        let w = World { grpc, es, cp, agent, admin, _pg: pg, pki };
         w.call(
             &format!("{C}/PutConnector"),
             json!({"connector_id": "shop", "name": "Shop", "index_name": "shop", "service_type": "postgresql"}),
@@ -115,6 +116,17 @@ impl World {
             }
         })
         .await
+    }
+
+    /// A second control plane on the same Elasticsearch (no agents).
+    fn second_control_plane(&self) -> anyhow::Result<ControlPlane> {
+        let server = self.pki.write_server_cert()?;
+        let tls = ServerTls { cert: server.cert, key: server.key, client_ca: self.pki.write_ca()? };
+        ControlPlane::start(ControlPlaneConfig::new(self.es.url(), tls)?)
+    }
+
+    async fn err(&self, method: &str, body: Value) -> ferry_tests::process::GrpcError {
+        self.grpc.call_err(&self.admin, method, &body).await.unwrap()
     }
 
     fn logs(&self) -> String {
@@ -169,4 +181,177 @@ async fn cancel_of_a_running_20k_row_sync_ends_canceled_within_5_s() {
     assert_eq!(json_i64(&done["indexedDocumentCount"]), 20_000, "{done}");
     assert_eq!(w.es.count("shop").await.unwrap(), 20_000);
     assert!(w.cp.service.is_running() && w.agent.service.is_running());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_5_second_schedule_creates_scheduled_jobs_once_across_two_control_planes() {
+    let w = World::start(50).await.expect("world");
+    let cp2 = w.second_control_plane().expect("second control plane");
+    let admin2 = cp2.admin_addr();
+
+    // Input errors name the field.
+    let e = w
+        .err(
+            &format!("{C}/UpdateScheduling"),
+            json!({"connector_id": "shop", "scheduling": {"full": {"enabled": true, "interval": "*/5 * * * *"}}}),
+        )
+        .await;
+    assert_eq!(e.code, "InvalidArgument", "{e}");
+    assert!(e.message.contains("scheduling.full.interval") && e.message.contains("seconds"), "{e}");
+
+    // Set through the second replica: any control plane serves the API.
+    let set = w
+        .grpc
+        .call(
+            &admin2,
+            &format!("{C}/UpdateScheduling"),
+            &json!({"connector_id": "shop", "scheduling": {"full": {"enabled": true, "interval": "*/5 * * * * ?"}}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(set["connector"]["scheduling"]["full"]["interval"], "*/5 * * * * ?", "{set}");
+    assert_eq!(set["connector"]["scheduling"]["full"]["enabled"], true, "{set}");
+    let since = Instant::now();
+
+    let jobs = wait_until("three scheduled syncs to complete", TIMEOUT, || async {
+        let l = w.call(&format!("{J}/ListSyncJobs"), json!({"connector_id": "shop"})).await?;
+        let jobs = l["syncJobs"].as_array().cloned().unwrap_or_default();
+        let done = jobs.iter().filter(|j| j["status"] == "SYNC_STATUS_COMPLETED").count();
+        Ok((done >= 3).then_some(jobs))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", w.logs()));
+    let elapsed = since.elapsed();
+    for j in &jobs {
+        assert_eq!(j["triggerMethod"], "TRIGGER_METHOD_SCHEDULED", "{j}");
+        assert_eq!(j["jobType"], "JOB_TYPE_FULL", "{j}");
+    }
+    // Exactly once per fire time, though two control planes run the loop:
+    // no two jobs within the same 5 s slot, and no more than the slots.
+    let mut created: Vec<i128> = jobs
+        .iter()
+        .map(|j| {
+            let t = j["createdAt"].as_str().unwrap();
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                .unwrap()
+                .unix_timestamp_nanos()
+        })
+        .collect();
+    created.sort();
+    for pair in created.windows(2) {
+        let gap = Duration::from_nanos((pair[1] - pair[0]) as u64);
+        assert!(gap >= Duration::from_secs(4), "two scheduled jobs {gap:?} apart: {jobs:?}");
+    }
+    assert!(jobs.len() as u64 <= elapsed.as_secs() / 5 + 2, "{} jobs in {elapsed:?}", jobs.len());
+    let c = w.call(&format!("{C}/GetConnector"), json!({"connector_id": "shop"})).await.unwrap();
+    assert!(c["connector"]["lastSyncScheduledAt"].is_string(), "{c}");
+
+    // Disabled: no more scheduled jobs.
+    w.call(
+        &format!("{C}/UpdateScheduling"),
+        json!({"connector_id": "shop", "scheduling": {"full": {"enabled": false}}}),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let count = |l: Value| json_i64(&l["count"]);
+    let before = count(w.call(&format!("{J}/ListSyncJobs"), json!({"connector_id": "shop"})).await.unwrap());
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let after = count(w.call(&format!("{J}/ListSyncJobs"), json!({"connector_id": "shop"})).await.unwrap());
+    assert_eq!(before, after, "a disabled schedule still created jobs");
+    drop(cp2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_updates_validate_and_name_the_field() {
+    let w = World::start(10).await.expect("world");
+    let conn = |v: &Value| v["connector"].clone();
+
+    // Name and description.
+    let e = w.err(&format!("{C}/UpdateName"), json!({"connector_id": "shop", "name": " "})).await;
+    assert!(e.code == "InvalidArgument" && e.message.starts_with("name:"), "{e}");
+    let c = w
+        .call(
+            &format!("{C}/UpdateName"),
+            json!({"connector_id": "shop", "name": "Shop 2", "description": "items"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(conn(&c)["name"], "Shop 2");
+    assert_eq!(conn(&c)["description"], "items");
+    let e = w.err(&format!("{C}/UpdateName"), json!({"connector_id": "nope", "name": "x"})).await;
+    assert_eq!(e.code, "NotFound", "{e}");
+
+    // Index name.
+    let e =
+        w.err(&format!("{C}/UpdateIndexName"), json!({"connector_id": "shop", "index_name": "Shop"})).await;
+    assert!(e.code == "InvalidArgument" && e.message.starts_with("index_name:"), "{e}");
+    let c = w
+        .call(&format!("{C}/UpdateIndexName"), json!({"connector_id": "shop", "index_name": "shop-items"}))
+        .await
+        .unwrap();
+    assert_eq!(conn(&c)["indexName"], "shop-items");
+
+    // Pipeline.
+    let e = w
+        .err(&format!("{C}/UpdatePipeline"), json!({"connector_id": "shop", "pipeline": {"name": "my pipe"}}))
+        .await;
+    assert!(e.code == "InvalidArgument" && e.message.starts_with("pipeline.name:"), "{e}");
+    let c = w
+        .call(
+            &format!("{C}/UpdatePipeline"),
+            json!({"connector_id": "shop", "pipeline": {"name": "", "reduce_whitespace": true}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(conn(&c)["pipeline"]["name"], "");
+    assert_eq!(conn(&c)["pipeline"]["reduceWhitespace"], true);
+
+    // Filtering: bad rules are refused, good ones become the draft.
+    let e = w
+        .err(
+            &format!("{C}/UpdateFiltering"),
+            json!({"connector_id": "shop", "rules": [{"policy": "exclude", "field": "price", "rule": "like", "value": "1"}]}),
+        )
+        .await;
+    assert!(e.code == "InvalidArgument" && e.message.starts_with("rules[0].rule:"), "{e}");
+    let e = w
+        .err(
+            &format!("{C}/UpdateFiltering"),
+            json!({"connector_id": "shop", "advanced_snippet": [{"tables": ["item"]}]}),
+        )
+        .await;
+    assert!(e.code == "InvalidArgument" && e.message.starts_with("advanced_snippet[0].query:"), "{e}");
+    let c = w
+        .call(
+            &format!("{C}/UpdateFiltering"),
+            json!({"connector_id": "shop", "rules": [{"policy": "exclude", "field": "price", "rule": "<", "value": "10"}]}),
+        )
+        .await
+        .unwrap();
+    let f = &conn(&c)["filtering"][0];
+    assert_eq!(f["draft"]["rules"][0]["rule"], "<", "{f}");
+    assert_eq!(f["draft"]["rules"][1]["id"], "DEFAULT", "{f}");
+    assert_eq!(f["draft"]["validation"]["state"], "edited", "{f}");
+    assert_eq!(f["active"]["rules"].as_array().map(|a| a.len()), Some(1), "draft not active yet: {f}");
+
+    // A finished job can be deleted; then it is gone.
+    let job = w.start_job().await.unwrap();
+    w.wait_job(&job, "SYNC_STATUS_COMPLETED").await.unwrap();
+    let d = w.call(&format!("{J}/DeleteSyncJob"), json!({"sync_job_id": job})).await.unwrap();
+    assert_eq!(d["acknowledged"], true);
+    let e = w.err(&format!("{J}/GetSyncJob"), json!({"sync_job_id": job})).await;
+    assert_eq!(e.code, "NotFound", "{e}");
+
+    // A new kind of source starts over.
+    let c = w
+        .call(&format!("{C}/UpdateServiceType"), json!({"connector_id": "shop", "service_type": "mysql"}))
+        .await
+        .unwrap();
+    assert_eq!(conn(&c)["serviceType"], "mysql");
+    assert_eq!(conn(&c)["status"], "CONNECTOR_STATUS_CREATED");
+    let e = w
+        .err(&format!("{C}/UpdateServiceType"), json!({"connector_id": "shop", "service_type": "My SQL"}))
+        .await;
+    assert!(e.code == "InvalidArgument" && e.message.starts_with("service_type:"), "{e}");
 }
