@@ -103,6 +103,7 @@ pub async fn claim_and_assign(app: &App, session: &Arc<AgentSession>, job_id: &s
         index_name: index,
         resume_checkpoint: resume.clone(),
         flow_control: Some(app.flow_control()),
+        filtering: crate::agents::filtering::active_rules(&doc.connector.filtering),
     };
     tracing::info!(job_id, agent_id = %session.agent_id, attempt = doc.ferry.attempts, resumed = !resume.is_empty(), "job assigned");
     if !session.send(proto::control_message::Message::AssignJob(assign)).await {
