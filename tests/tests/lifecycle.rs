@@ -355,3 +355,70 @@ async fn admin_updates_validate_and_name_the_field() {
         .await;
     assert!(e.code == "InvalidArgument" && e.message.starts_with("service_type:"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_rules_are_checked_by_the_agent_and_applied_in_sql() {
+    let w = World::start(100).await.expect("world");
+    let filtering = || async {
+        let c = w.call(&format!("{C}/GetConnector"), json!({"connector_id": "shop"})).await?;
+        Ok::<_, anyhow::Error>(c["connector"]["filtering"][0].clone())
+    };
+    let wait_state = |state: &'static str| async move {
+        wait_until(&format!("draft {state}"), TIMEOUT, || async {
+            let f = filtering().await?;
+            Ok((f["draft"]["validation"]["state"] == state).then_some(f))
+        })
+        .await
+    };
+    let sync = || async {
+        let id = w.start_job().await?;
+        w.wait_job(&id, "SYNC_STATUS_COMPLETED").await
+    };
+
+    // Basic: exclude price < 10 (prices are id % 100: ids 1-9 and 100).
+    w.call(
+        &format!("{C}/UpdateFiltering"),
+        json!({"connector_id": "shop", "rules": [{"id": "cheap", "policy": "exclude", "field": "price", "rule": "<", "value": "10"}]}),
+    )
+    .await
+    .unwrap();
+    let f = wait_state("valid").await.unwrap_or_else(|e| panic!("{e}\n{}", w.logs()));
+    assert_eq!(f["active"]["rules"][0]["id"], "cheap", "a valid draft is activated: {f}");
+    let job = sync().await.unwrap();
+    assert_eq!(json_i64(&job["indexedDocumentCount"]), 90, "{job}");
+    assert_eq!(w.es.count("shop").await.unwrap(), 90);
+    assert!(
+        w.es.get_doc("shop", "shop_public_item_5_").await.unwrap().is_none(),
+        "an excluded row was indexed"
+    );
+
+    // Advanced: a custom query; vanished documents are deleted as usual.
+    w.call(
+        &format!("{C}/UpdateFiltering"),
+        json!({"connector_id": "shop", "advanced_snippet": [{"tables": ["item"], "query": "SELECT id, name FROM item WHERE id <= 25", "id_columns": ["id"]}]}),
+    )
+    .await
+    .unwrap();
+    let f = wait_state("valid").await.unwrap();
+    assert_eq!(f["active"]["advancedSnippet"][0]["query"], "SELECT id, name FROM item WHERE id <= 25", "{f}");
+    let job = sync().await.unwrap();
+    assert_eq!(json_i64(&job["indexedDocumentCount"]), 25, "{job}");
+    assert_eq!(w.es.count("shop").await.unwrap(), 25);
+    let doc = w.es.get_doc("shop", "shop_public_item_7_").await.unwrap().expect("doc 7");
+    assert_eq!(doc["public_item_name"], "item 7", "{doc}");
+    assert!(doc.get("public_item_price").is_none(), "only the query's columns: {doc}");
+
+    // Invalid: reported on the draft, not activated.
+    w.call(
+        &format!("{C}/UpdateFiltering"),
+        json!({"connector_id": "shop", "advanced_snippet": [{"tables": ["item"], "query": "SELECT nope FROM item", "id_columns": ["id"]}]}),
+    )
+    .await
+    .unwrap();
+    let f = wait_state("invalid").await.unwrap();
+    let errors = f["draft"]["validation"]["errors"].to_string();
+    assert!(errors.contains("nope") && errors.contains("advanced_snippet"), "{errors}");
+    assert_eq!(f["active"]["advancedSnippet"][0]["query"], "SELECT id, name FROM item WHERE id <= 25", "{f}");
+    let job = sync().await.unwrap();
+    assert_eq!(json_i64(&job["indexedDocumentCount"]), 25, "the active rules still apply: {job}");
+}

@@ -347,7 +347,8 @@ async fn advanced_sync<S: DocumentSink + ?Sized>(
                 Some(Ok(r)) => r,
                 Some(Err(e)) => return Err(catalog::query_error(&what, &e)),
             };
-            let bad = |e: tokio_postgres::Error| SourceError::Internal(format!("{what}: unexpected row: {e}"));
+            let bad =
+                |e: tokio_postgres::Error| SourceError::Internal(format!("{what}: unexpected row: {e}"));
             let object: Option<&str> = row.try_get(0).map_err(bad)?;
             let mut id = id_prefix.clone();
             for k in 0..ids.len() {
@@ -358,7 +359,12 @@ async fn advanced_sync<S: DocumentSink + ?Sized>(
             let mut source = Vec::with_capacity(256);
             source.extend_from_slice(b"{\"id\":");
             reader::write_json_str(&mut source, &id);
-            let inner = object.unwrap_or("{}").trim().strip_prefix('{').and_then(|s| s.strip_suffix('}')).unwrap_or("");
+            let inner = object
+                .unwrap_or("{}")
+                .trim()
+                .strip_prefix('{')
+                .and_then(|s| s.strip_suffix('}'))
+                .unwrap_or("");
             if !inner.trim().is_empty() {
                 source.push(b',');
                 source.extend_from_slice(inner.as_bytes());

@@ -42,7 +42,9 @@ pub struct AdvancedRule {
 pub fn advanced_rules(rules: &SyncRules) -> Result<Option<Vec<AdvancedRule>>, String> {
     let v = match &rules.advanced {
         serde_json::Value::Null => return Ok(None),
-        serde_json::Value::String(s) => serde_json::from_str(s).map_err(|e| format!("not valid JSON: {e}"))?,
+        serde_json::Value::String(s) => {
+            serde_json::from_str(s).map_err(|e| format!("not valid JSON: {e}"))?
+        }
         v => v.clone(),
     };
     let list: Vec<AdvancedRule> = serde_json::from_value(v).map_err(|e| {
@@ -278,17 +280,28 @@ mod tests {
     use crate::postgres::catalog::Column;
 
     fn table() -> TableInfo {
-        let col = |n: &str, t: &str, b: &str| Column { name: n.into(), sql_type: t.into(), base_type: b.into() };
+        let col =
+            |n: &str, t: &str, b: &str| Column { name: n.into(), sql_type: t.into(), base_type: b.into() };
         TableInfo {
             schema: "public".into(),
             name: "item".into(),
-            columns: vec![col("id", "integer", "int4"), col("Name", "text", "text"), col("price", "numeric(10,2)", "numeric")],
+            columns: vec![
+                col("id", "integer", "int4"),
+                col("Name", "text", "text"),
+                col("price", "numeric(10,2)", "numeric"),
+            ],
             primary_key: vec![col("id", "integer", "int4")],
         }
     }
 
     fn rule(id: &str, policy: &str, field: &str, rule: &str, value: &str) -> BasicRule {
-        BasicRule { id: id.into(), policy: policy.into(), field: field.into(), rule: rule.into(), value: value.into() }
+        BasicRule {
+            id: id.into(),
+            policy: policy.into(),
+            field: field.into(),
+            rule: rule.into(),
+            value: value.into(),
+        }
     }
 
     #[test]
@@ -318,7 +331,8 @@ mod tests {
             ("regex", "t.\"id\"::text ~ $1::text"),
             (">", "t.\"id\" > $1::text::integer"),
         ] {
-            let f = RowFilter::for_table(&[rule("x", "include", "id", r, "'; DROP TABLE item; --")], &table());
+            let f =
+                RowFilter::for_table(&[rule("x", "include", "id", r, "'; DROP TABLE item; --")], &table());
             let sql = f.sql(1);
             assert!(sql.contains(expect), "{r}: {sql}");
             assert!(!sql.contains("DROP"), "{sql}");
@@ -339,7 +353,8 @@ mod tests {
             "SELECT (SELECT json_object_agg($1::text || lower(j.key), j.value) FROM json_each(row_to_json(q)) AS j)::text, \
              q.\"id\"::text FROM (SELECT * FROM item WHERE price > 5) AS q"
         );
-        let bad = SyncRules { basic: vec![], advanced: serde_json::json!([{"table": ["item"], "query": "q"}]) };
+        let bad =
+            SyncRules { basic: vec![], advanced: serde_json::json!([{"table": ["item"], "query": "q"}]) };
         assert!(advanced_rules(&bad).unwrap_err().contains("expected an array"));
         assert_eq!(advanced_rules(&SyncRules::default()).unwrap(), None);
     }

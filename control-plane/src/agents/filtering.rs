@@ -96,9 +96,8 @@ pub async fn on_result(app: Arc<App>, session: Arc<AgentSession>, r: proto::Filt
             let valid = errors.is_empty();
             domain["draft"]["validation"] =
                 json!({"state": if valid { "valid" } else { "invalid" }, "errors": errors});
-            domain["draft"]["advanced_snippet"]["updated_at"] = json!(now()
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default());
+            domain["draft"]["advanced_snippet"]["updated_at"] =
+                json!(now().format(&time::format_description::well_known::Rfc3339).unwrap_or_default());
             if valid {
                 domain["active"] = domain["draft"].clone();
             }
@@ -110,6 +109,8 @@ pub async fn on_result(app: Arc<App>, session: Arc<AgentSession>, r: proto::Filt
             tracing::info!(connector_id = %r.connector_id, agent_id = %session.agent_id, valid, "draft sync rules checked by the agent")
         }
         Ok(_) => {}
-        Err(e) => tracing::warn!(connector_id = %r.connector_id, "recording the sync rules check failed: {e}"),
+        Err(e) => {
+            tracing::warn!(connector_id = %r.connector_id, "recording the sync rules check failed: {e}")
+        }
     }
 }

@@ -109,8 +109,22 @@ mod tests {
     fn default_rule_and_empty_snippet_are_dropped() {
         let p = proto::SyncRules {
             rules: vec![
-                proto::FilteringRule { id: "a".into(), policy: "exclude".into(), field: "x".into(), rule: "equals".into(), value: "1".into(), ..Default::default() },
-                proto::FilteringRule { id: "DEFAULT".into(), policy: "include".into(), field: "_".into(), rule: "regex".into(), value: ".*".into(), ..Default::default() },
+                proto::FilteringRule {
+                    id: "a".into(),
+                    policy: "exclude".into(),
+                    field: "x".into(),
+                    rule: "equals".into(),
+                    value: "1".into(),
+                    ..Default::default()
+                },
+                proto::FilteringRule {
+                    id: "DEFAULT".into(),
+                    policy: "include".into(),
+                    field: "_".into(),
+                    rule: "regex".into(),
+                    value: ".*".into(),
+                    ..Default::default()
+                },
             ],
             advanced_snippet: Some(json_to_value(&serde_json::json!({}))),
         };

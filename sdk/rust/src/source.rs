@@ -24,8 +24,8 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::config_schema::{ConfigFieldSpec, ConfigValues};
-use crate::rules::{RuleError, SyncRules};
 use crate::proto;
+use crate::rules::{RuleError, SyncRules};
 
 /// Kind of sync job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,7 +105,12 @@ pub trait Source: Send + Sync + 'static {
         let mut errors: Vec<RuleError> = rules
             .basic
             .iter()
-            .map(|r| RuleError::new(&r.id, format!("{} sources do not apply basic sync rules", self.service_type())))
+            .map(|r| {
+                RuleError::new(
+                    &r.id,
+                    format!("{} sources do not apply basic sync rules", self.service_type()),
+                )
+            })
             .collect();
         if !rules.advanced.is_null() {
             errors.push(RuleError::new(
