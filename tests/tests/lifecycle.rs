@@ -422,3 +422,54 @@ async fn sync_rules_are_checked_by_the_agent_and_applied_in_sql() {
     let job = sync().await.unwrap();
     assert_eq!(json_i64(&job["indexedDocumentCount"]), 25, "the active rules still apply: {job}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_index_is_kept_and_the_pipeline_is_named_on_bulk_requests() {
+    let w = World::start(20).await.expect("world");
+    // The user made the index with their own mapping before the first sync.
+    w.es.request(
+        reqwest::Method::PUT,
+        "/shop",
+        Some(&json!({"mappings": {"properties": {
+            "public_item_name": {"type": "keyword"},
+            "owner_note": {"type": "keyword"}
+        }}})),
+    )
+    .await
+    .unwrap();
+    let w = &w;
+    let sync = |expect: &'static str| async move {
+        let id = w.start_job().await?;
+        wait_until(&format!("job {expect}"), TIMEOUT, || async {
+            let j = w.job(&id).await?;
+            Ok((j["status"] == expect).then_some(j))
+        })
+        .await
+    };
+    let job = sync("SYNC_STATUS_COMPLETED").await.unwrap_or_else(|e| panic!("{e}\n{}", w.logs()));
+    assert_eq!(json_i64(&job["indexedDocumentCount"]), 20);
+    let mapping = w.es.request(reqwest::Method::GET, "/shop/_mapping", None).await.unwrap();
+    let props = &mapping["shop"]["mappings"]["properties"];
+    assert_eq!(props["owner_note"]["type"], "keyword", "the user's mapping was replaced: {mapping}");
+    assert_eq!(props["public_item_name"]["type"], "keyword", "{mapping}");
+
+    // A named pipeline rides on every bulk request. (osmem has no ingest
+    // pipelines, so it rejects each document naming the missing pipeline,
+    // which shows the name arrived.)
+    let c = w
+        .call(
+            &format!("{C}/UpdatePipeline"),
+            json!({"connector_id": "shop", "pipeline": {"name": "ferry-test-pipeline"}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(c["connector"]["pipeline"]["name"], "ferry-test-pipeline");
+    let job = sync("SYNC_STATUS_ERROR").await.unwrap();
+    assert!(job["error"].as_str().unwrap_or_default().contains("ferry-test-pipeline"), "{job}");
+    // Cleared: syncs work again.
+    w.call(&format!("{C}/UpdatePipeline"), json!({"connector_id": "shop", "pipeline": {"name": ""}}))
+        .await
+        .unwrap();
+    let job = sync("SYNC_STATUS_COMPLETED").await.unwrap();
+    assert_eq!(json_i64(&job["indexedDocumentCount"]), 20, "{job}");
+}

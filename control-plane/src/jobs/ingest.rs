@@ -51,6 +51,8 @@ pub struct JobRun {
     /// gave up); the agent is told to stop and the job ends in error.
     pub fatal: Mutex<Option<String>>,
     pub started: Instant,
+    /// The connector's ingest pipeline (`pipeline.name`), when in use.
+    pub pipeline: Mutex<Option<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -118,6 +120,7 @@ impl JobRun {
             cancel_sent: AtomicBool::new(false),
             fatal: Mutex::new(None),
             started: Instant::now(),
+            pipeline: Mutex::new(None),
         }
     }
 
@@ -135,7 +138,7 @@ impl JobRun {
         let permit =
             self.window.clone().try_acquire_owned().map_err(|_| BatchRefused::WindowExceeded(window_size))?;
         let run = self.clone();
-        let bulk = bulk.clone();
+        let bulk = bulk.with_pipeline(self.pipeline.lock().expect("pipeline lock").clone());
         self.tracker.spawn(async move {
             let proto::DocumentBatch { sequence, documents, checkpoint, .. } = batch;
             let docs: Vec<BulkDoc> =

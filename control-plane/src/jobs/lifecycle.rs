@@ -83,6 +83,13 @@ pub async fn claim_and_assign(app: &App, session: &Arc<AgentSession>, job_id: &s
         app.jobs.max_unacked_batches,
         carried,
     ));
+    match es_index::job_pipeline(&app.stores.es, &doc.connector.pipeline).await {
+        Ok(p) => *run.pipeline.lock().expect("pipeline lock") = p,
+        Err(msg) => {
+            fail_job(app, job_id, &lease_id, &msg).await?;
+            return Ok(true);
+        }
+    }
     session.jobs.lock().expect("jobs lock").insert(job_id.to_owned(), run);
     let values: std::collections::BTreeMap<_, _> = doc
         .connector
