@@ -473,3 +473,60 @@ async fn a_user_index_is_kept_and_the_pipeline_is_named_on_bulk_requests() {
     let job = sync("SYNC_STATUS_COMPLETED").await.unwrap();
     assert_eq!(json_i64(&job["indexedDocumentCount"]), 20, "{job}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_agents_shows_the_fleet_from_any_control_plane() {
+    const F: &str = "ferry.v1.FleetService";
+    let w = World::start(5_000).await.expect("world");
+    // A second control plane with its own agent, serving two connectors.
+    let cp2 = w.second_control_plane().expect("second control plane");
+    let cert = w.pki.write_client_cert("agent-m").unwrap();
+    let _agent2 = Agent::start(
+        AgentConfig::new(
+            &cp2.agents_url(),
+            ClientTls { ca: w.pki.write_ca().unwrap(), cert: cert.cert, key: cert.key },
+        )
+        .connector("shop", "postgresql")
+        .connector("books", "postgresql"),
+    )
+    .expect("agent-m");
+
+    // Asked on the first control plane, which holds only agent-l.
+    let agents = wait_until("both agents listed", TIMEOUT, || async {
+        let l = w.call(&format!("{F}/ListAgents"), json!({})).await?;
+        let agents = l["agents"].as_array().cloned().unwrap_or_default();
+        Ok((agents.len() == 2).then_some(agents))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", w.logs()));
+    let by_id = |id: &str| {
+        agents.iter().find(|a| a["agentId"] == id).cloned().unwrap_or_else(|| panic!("{id}: {agents:?}"))
+    };
+    let l = by_id("agent-l");
+    let m = by_id("agent-m");
+    assert_eq!(l["connectors"], json!(["shop"]), "{l}");
+    assert_eq!(m["connectors"], json!(["shop", "books"]), "{m}");
+    for a in [&l, &m] {
+        assert!(a["version"].as_str().is_some_and(|v| !v.is_empty()), "{a}");
+        assert!(a["address"].as_str().is_some_and(|v| v.starts_with("127.0.0.1:")), "{a}");
+        assert!(a["connectedSince"].is_string() && a["lastHeartbeat"].is_string(), "{a}");
+    }
+    assert_ne!(l["controlPlane"], m["controlPlane"]);
+
+    // Per connector: who may serve it, and who does while a sync runs.
+    let job = w.start_job().await.unwrap();
+    let got = wait_until("an agent serving shop", TIMEOUT, || async {
+        let g = w.call(&format!("{F}/GetConnectorAgents"), json!({"connector_id": "shop"})).await?;
+        Ok((!g["serving"].as_array().map(|a| a.is_empty()).unwrap_or(true)).then_some(g))
+    })
+    .await
+    .unwrap();
+    let may: Vec<&str> =
+        got["mayServe"].as_array().unwrap().iter().filter_map(|a| a["agentId"].as_str()).collect();
+    assert_eq!(may, vec!["agent-l", "agent-m"], "{got}");
+    let serving = got["serving"][0]["agentId"].as_str().unwrap().to_owned();
+    assert_eq!(got["runningJobs"][&job], serving, "{got}");
+    assert!(got["serving"][0]["runningJobIds"].as_array().unwrap().iter().any(|j| j == &json!(job)), "{got}");
+    let e = w.err(&format!("{F}/GetConnectorAgents"), json!({"connector_id": "nope"})).await;
+    assert_eq!(e.code, "NotFound", "{e}");
+}
