@@ -38,6 +38,12 @@ struct World {
 
 impl World {
     async fn start(rows: u32) -> anyhow::Result<World> {
+        Self::start_with(rows, &[]).await
+    }
+
+    /// With environment for the agent, which also serves `shop2` (same
+    /// database, index `shop2`) when `FERRY_MAX_CONCURRENT_JOBS` is given.
+    async fn start_with(rows: u32, agent_env: &[(&str, &str)]) -> anyhow::Result<World> {
         let grpc = Grpcurl::find()?;
         let pg = PgCluster::start()?;
         pg.create_database("shop").await?;
@@ -61,13 +67,16 @@ impl World {
         let cp = ControlPlane::start(cfg)?;
         let admin = cp.admin_addr();
         let cert = pki.write_client_cert("agent-l")?;
-        let agent = Agent::start(
-            AgentConfig::new(
-                &cp.agents_url(),
-                ClientTls { ca: pki.write_ca()?, cert: cert.cert, key: cert.key },
-            )
-            .connector("shop", "postgresql"),
-        )?;
+        let mut agent_cfg = AgentConfig::new(
+            &cp.agents_url(),
+            ClientTls { ca: pki.write_ca()?, cert: cert.cert, key: cert.key },
+        )
+        .connector("shop", "postgresql");
+        if !agent_env.is_empty() {
+            agent_cfg = agent_cfg.connector("shop2", "postgresql");
+        }
+        agent_cfg.env = agent_env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let agent = Agent::start(agent_cfg)?;
         let w = World { grpc, es, cp, agent, admin, _pg: pg, pki };
         w.call(
             &format!("{C}/PutConnector"),
@@ -529,4 +538,66 @@ async fn list_agents_shows_the_fleet_from_any_control_plane() {
     assert!(got["serving"][0]["runningJobIds"].as_array().unwrap().iter().any(|j| j == &json!(job)), "{got}");
     let e = w.err(&format!("{F}/GetConnectorAgents"), json!({"connector_id": "nope"})).await;
     assert_eq!(e.code, "NotFound", "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_beyond_the_agents_limit_wait_pending() {
+    let w = World::start_with(20_000, &[("FERRY_MAX_CONCURRENT_JOBS", "1")]).await.expect("world");
+    w.call(
+        &format!("{C}/PutConnector"),
+        json!({"connector_id": "shop2", "name": "Shop 2", "index_name": "shop2", "service_type": "postgresql"}),
+    )
+    .await
+    .unwrap();
+    wait_until("shop2 registered", TIMEOUT, || async {
+        let c = w.call(&format!("{C}/GetConnector"), json!({"connector_id": "shop2"})).await?;
+        Ok((c["connector"]["status"] == "CONNECTOR_STATUS_NEEDS_CONFIGURATION").then_some(()))
+    })
+    .await
+    .unwrap();
+    let values = json!({
+        "host": w._pg.host(), "port": w._pg.port(), "username": w._pg.superuser(),
+        "password": w._pg.password(), "database": "shop", "schema": "public", "tables": "item"
+    });
+    w.call(&format!("{C}/UpdateConfiguration"), json!({"connector_id": "shop2", "values": values}))
+        .await
+        .unwrap();
+    wait_until("shop2 connected", TIMEOUT, || async {
+        let c = w.call(&format!("{C}/GetConnector"), json!({"connector_id": "shop2"})).await?;
+        Ok((c["connector"]["status"] == "CONNECTOR_STATUS_CONNECTED").then_some(()))
+    })
+    .await
+    .unwrap();
+
+    let first = w.start_job().await.unwrap();
+    wait_until("first job running", TIMEOUT, || async {
+        Ok((w.job(&first).await?["status"] == "SYNC_STATUS_IN_PROGRESS").then_some(()))
+    })
+    .await
+    .unwrap();
+    let created = w.call(&format!("{J}/CreateSyncJob"), json!({"connector_id": "shop2"})).await.unwrap();
+    let second = created["syncJob"]["id"].as_str().unwrap().to_owned();
+    // While the first runs, the agent (limit 1) has no room: the second waits.
+    let mut checks = 0;
+    loop {
+        // The second is read first: if the first is still running after
+        // that, both ran at once unless the second was pending.
+        let b = w.job(&second).await.unwrap();
+        let a = w.job(&first).await.unwrap();
+        if a["status"] != "SYNC_STATUS_IN_PROGRESS" {
+            break;
+        }
+        assert_eq!(b["status"], "SYNC_STATUS_PENDING", "second job started beside the first: {b}");
+        checks += 1;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(checks >= 2, "the first job ended too soon to observe the wait ({checks} checks)");
+    let a = w.wait_job(&first, "SYNC_STATUS_COMPLETED").await.unwrap();
+    let b = w.wait_job(&second, "SYNC_STATUS_COMPLETED").await.unwrap();
+    assert_eq!(json_i64(&b["indexedDocumentCount"]), 20_000);
+    let ts = |v: &Value| {
+        time::OffsetDateTime::parse(v.as_str().unwrap(), &time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    assert!(ts(&b["startedAt"]) >= ts(&a["completedAt"]), "second started before the first ended: {a} {b}");
 }

@@ -334,7 +334,7 @@ async fn advanced_sync<S: DocumentSink + ?Sized>(
                 return Err(catalog::query_error(&what, &e));
             }
         };
-        let mut stream = std::pin::pin!(stream);
+        let mut stream = Box::pin(stream);
         let mut rows = 0u64;
         loop {
             let row = tokio::select! {

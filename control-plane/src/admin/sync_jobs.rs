@@ -118,7 +118,7 @@ pub async fn create_job(
     job_type: JobType,
     trigger: TriggerMethod,
 ) -> Result<Versioned<SyncJobDoc>> {
-    let connector = match app.stores.connectors.get(&connector_id).await? {
+    let connector = match app.stores.connectors.get(connector_id).await? {
         Some(c) if !c.doc.deleted => c,
         _ => {
             return Err(Error::NotFound(format!(

@@ -61,16 +61,6 @@ pub async fn count(client: &EsClient, index: &str) -> Result<u64, EsError> {
     client.count(index, None).await
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fragment() {
-        assert_eq!(generation_fragment(1234), br#""_ferry_sync_generation":1234"#.to_vec());
-    }
-}
-
 /// Elastic's default pipeline name, set on every new connector.
 pub const DEFAULT_PIPELINE: &str = "search-default-ingestion";
 
@@ -92,5 +82,15 @@ pub async fn job_pipeline(es: &EsClient, pipeline: &serde_json::Value) -> Result
             "ingest pipeline {name:?} does not exist: create it, or clear pipeline.name with UpdatePipeline"
         )),
         (false, _) => Ok(Some(name.to_owned())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fragment() {
+        assert_eq!(generation_fragment(1234), br#""_ferry_sync_generation":1234"#.to_vec());
     }
 }
