@@ -430,6 +430,28 @@ async fn sync_rules_are_checked_by_the_agent_and_applied_in_sql() {
     assert_eq!(f["active"]["advancedSnippet"][0]["query"], "SELECT id, name FROM item WHERE id <= 25", "{f}");
     let job = sync().await.unwrap();
     assert_eq!(json_i64(&job["indexedDocumentCount"]), 25, "the active rules still apply: {job}");
+    assert_eq!(
+        job["connector"]["filtering"][0]["active"]["advancedSnippet"][0]["query"],
+        "SELECT id, name FROM item WHERE id <= 25",
+        "the job carries the rules it ran with: {job}"
+    );
+
+    // A table without a primary key, through id_columns.
+    w._pg
+        .execute("shop", "CREATE TABLE log (n int, msg text); INSERT INTO log SELECT g, 'line ' || g FROM generate_series(1, 7) g;")
+        .await
+        .unwrap();
+    w.call(
+        &format!("{C}/UpdateFiltering"),
+        json!({"connector_id": "shop", "advanced_snippet": [{"tables": ["log"], "query": "SELECT n, msg FROM log", "id_columns": ["n"]}]}),
+    )
+    .await
+    .unwrap();
+    wait_state("valid").await.unwrap();
+    let job = sync().await.unwrap();
+    assert_eq!(json_i64(&job["indexedDocumentCount"]), 7, "{job}");
+    let doc = w.es.get_doc("shop", "shop_public_log_3_").await.unwrap().expect("log row 3");
+    assert_eq!(doc["public_log_msg"], "line 3", "{doc}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

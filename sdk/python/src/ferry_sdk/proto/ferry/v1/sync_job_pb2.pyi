@@ -33,7 +33,7 @@ TRIGGER_METHOD_ON_DEMAND: TriggerMethod
 TRIGGER_METHOD_SCHEDULED: TriggerMethod
 
 class SyncJobConnector(_message.Message):
-    __slots__ = ("id", "index_name", "service_type", "language", "configuration")
+    __slots__ = ("id", "index_name", "service_type", "language", "configuration", "filtering", "pipeline")
     class ConfigurationEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -46,12 +46,16 @@ class SyncJobConnector(_message.Message):
     SERVICE_TYPE_FIELD_NUMBER: _ClassVar[int]
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     CONFIGURATION_FIELD_NUMBER: _ClassVar[int]
+    FILTERING_FIELD_NUMBER: _ClassVar[int]
+    PIPELINE_FIELD_NUMBER: _ClassVar[int]
     id: str
     index_name: str
     service_type: str
     language: str
     configuration: _containers.MessageMap[str, _connector_pb2.ConfigField]
-    def __init__(self, id: _Optional[str] = ..., index_name: _Optional[str] = ..., service_type: _Optional[str] = ..., language: _Optional[str] = ..., configuration: _Optional[_Mapping[str, _connector_pb2.ConfigField]] = ...) -> None: ...
+    filtering: _containers.RepeatedCompositeFieldContainer[_connector_pb2.Filtering]
+    pipeline: _connector_pb2.Pipeline
+    def __init__(self, id: _Optional[str] = ..., index_name: _Optional[str] = ..., service_type: _Optional[str] = ..., language: _Optional[str] = ..., configuration: _Optional[_Mapping[str, _connector_pb2.ConfigField]] = ..., filtering: _Optional[_Iterable[_Union[_connector_pb2.Filtering, _Mapping]]] = ..., pipeline: _Optional[_Union[_connector_pb2.Pipeline, _Mapping]] = ...) -> None: ...
 
 class SyncJob(_message.Message):
     __slots__ = ("id", "connector_id", "job_type", "trigger_method", "status", "error", "created_at", "started_at", "last_seen", "completed_at", "cancelation_requested_at", "canceled_at", "indexed_document_count", "indexed_document_volume", "deleted_document_count", "total_document_count", "worker_hostname", "metadata", "connector", "docs_per_second")
