@@ -83,6 +83,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     let loops = TaskTracker::new();
     loops.spawn(crate::jobs::dispatcher::run_dispatcher(app.clone()));
     loops.spawn(crate::jobs::dispatcher::run_progress(app.clone()));
+    loops.spawn(crate::jobs::scheduler::run_scheduler(app.clone()));
+    loops.spawn(crate::admin::fleet::run_recorder(app.clone()));
     loops.close();
 
     let agents_listener = tokio::net::TcpListener::bind(config.agents_listen)
@@ -113,6 +115,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         .set_serving::<proto::connector_service_server::ConnectorServiceServer<Connectors>>()
         .await;
     health_reporter.set_serving::<proto::sync_job_service_server::SyncJobServiceServer<SyncJobs>>().await;
+    health_reporter
+        .set_serving::<proto::fleet_service_server::FleetServiceServer<crate::admin::fleet::Fleet>>()
+        .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -136,7 +141,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         .add_service(proto::connector_service_server::ConnectorServiceServer::new(Connectors::new(
             app.clone(),
         )))
-        .add_service(proto::sync_job_service_server::SyncJobServiceServer::new(SyncJobs::new(app.clone())));
+        .add_service(proto::sync_job_service_server::SyncJobServiceServer::new(SyncJobs::new(app.clone())))
+        .add_service(proto::fleet_service_server::FleetServiceServer::new(crate::admin::fleet::Fleet::new(
+            app.clone(),
+        )));
 
     tracing::info!(
         agents = %config.agents_listen, admin = %config.admin_listen,

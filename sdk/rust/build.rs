@@ -8,7 +8,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // SAFETY: build scripts are single-threaded; prost-build reads PROTOC.
     unsafe { std::env::set_var("PROTOC", protoc) };
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["connector.proto", "sync_job.proto", "agent.proto"].map(|f| root.join("ferry/v1").join(f));
+    let files = ["connector.proto", "sync_job.proto", "agent.proto", "fleet.proto"]
+        .map(|f| root.join("ferry/v1").join(f));
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
     }

@@ -27,13 +27,15 @@ pub mod config;
 pub mod connect;
 pub mod ids;
 pub mod reader;
+pub mod rules;
 pub mod schema;
 
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use ferry_sdk::{
-    ConfigFieldSpec, ConfigValues, DocumentSender, Job, JobKind, Source, SourceError, SyncStopped,
+    ConfigFieldSpec, ConfigValues, DocumentSender, Job, JobKind, RuleError, Source, SourceError, SyncRules,
+    SyncStopped,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -84,8 +86,29 @@ impl Source for PostgresSource {
             }
         }
         let cfg = PostgresConfig::from_values(&job.config)?;
-        full_sync(&cfg, job.resume_checkpoint.as_deref(), &job.cancel, out).await?;
+        full_sync_with_rules(&cfg, &job.rules, job.resume_checkpoint.as_deref(), &job.cancel, out).await?;
         Ok(())
+    }
+
+    async fn validate_rules(&self, values: &ConfigValues, rules: &SyncRules) -> Vec<RuleError> {
+        let fail = |m: String| vec![RuleError::new("DEFAULT", m)];
+        let cfg = match PostgresConfig::from_values(values) {
+            Ok(c) => c,
+            Err(e) => return fail(format!("the configuration is not valid: {e}")),
+        };
+        let client = match connect::connect(&cfg).await {
+            Ok(c) => c,
+            Err(e) => return fail(format!("cannot reach PostgreSQL to check the rules: {e}")),
+        };
+        let tables = if rules.basic.is_empty() {
+            vec![]
+        } else {
+            match catalog::resolve_tables(&client, &cfg.schema, &cfg.tables).await {
+                Ok(t) => t,
+                Err(e) => return fail(e.to_string()),
+            }
+        };
+        rules::validate(&client, &cfg.schema, &tables, rules).await
     }
 }
 
@@ -148,8 +171,23 @@ pub async fn full_sync<S: DocumentSink + ?Sized>(
     cancel: &CancellationToken,
     sink: &mut S,
 ) -> Result<SyncReport, SourceError> {
+    full_sync_with_rules(cfg, &SyncRules::default(), resume, cancel, sink).await
+}
+
+/// [`full_sync`] under sync rules: advanced rules replace the table list
+/// with their queries; basic rules filter each table in SQL.
+pub async fn full_sync_with_rules<S: DocumentSink + ?Sized>(
+    cfg: &PostgresConfig,
+    sync_rules: &SyncRules,
+    resume: Option<&[u8]>,
+    cancel: &CancellationToken,
+    sink: &mut S,
+) -> Result<SyncReport, SourceError> {
     let client = connect::connect(cfg).await?;
     prepare_session(&client).await?;
+    if let Some(list) = rules::advanced_rules(sync_rules).map_err(rules::source_error)? {
+        return advanced_sync(&client, cfg, &list, resume, cancel, sink).await;
+    }
     let tables = catalog::resolve_tables(&client, &cfg.schema, &cfg.tables).await?;
     let resume = resume.and_then(Checkpoint::parse);
     let ctx = DocContext::now(&cfg.database, &cfg.schema);
@@ -172,7 +210,8 @@ pub async fn full_sync<S: DocumentSink + ?Sized>(
             sink.set_metadata("skipped_tables", json!(report.skipped_tables));
             continue;
         }
-        let plan = TablePlan::new(&ctx, info)?;
+        let mut plan = TablePlan::new(&ctx, info)?;
+        plan.filter = rules::RowFilter::for_table(&sync_rules.basic, &plan.table);
         let after = match after {
             Some(a) if a.len() != plan.key_len() => {
                 tracing::warn!(table = %name, "the checkpoint's key does not match the primary key; reading the table from the start");
@@ -237,4 +276,115 @@ async fn read_table<S: DocumentSink + ?Sized>(
         sink.checkpoint(cp);
     }
     reader.finish().await
+}
+
+/// Checkpoint table name of advanced rules: `after` holds the index of the
+/// rule being read (a resumed job reads that rule's query again).
+const ADVANCED_CHECKPOINT: &str = "#advanced";
+
+/// Streams each advanced rule's query in its own `REPEATABLE READ, READ
+/// ONLY` transaction.
+async fn advanced_sync<S: DocumentSink + ?Sized>(
+    client: &Client,
+    cfg: &PostgresConfig,
+    list: &[rules::AdvancedRule],
+    resume: Option<&[u8]>,
+    cancel: &CancellationToken,
+    sink: &mut S,
+) -> Result<SyncReport, SourceError> {
+    use futures::StreamExt;
+    let start = resume
+        .and_then(Checkpoint::parse)
+        .filter(|c| c.table == ADVANCED_CHECKPOINT)
+        .and_then(|c| c.after.first().and_then(|i| i.parse::<usize>().ok()))
+        .unwrap_or(0);
+    let ctx = DocContext::now(&cfg.database, &cfg.schema);
+    let mut report = SyncReport::default();
+    for (i, a) in list.iter().enumerate().skip(start) {
+        let what = format!("advanced sync rule {i} (tables {})", a.tables.join(", "));
+        let ids = rules::id_columns(client, &cfg.schema, a).await.map_err(rules::source_error)?;
+        let table = a.tables.join("_");
+        let prefix = format!("{}_{}_", cfg.schema, table).to_lowercase();
+        let id_prefix = format!("{}_{}_{}_", cfg.database, cfg.schema, table);
+        let mut suffix = Vec::new();
+        for (k, v) in [
+            ("_timestamp", ctx.timestamp.as_str()),
+            ("table", &a.tables.join(",")),
+            ("schema", cfg.schema.as_str()),
+            ("database", cfg.database.as_str()),
+        ] {
+            suffix.push(b',');
+            reader::write_json_str(&mut suffix, k);
+            suffix.push(b':');
+            reader::write_json_str(&mut suffix, v);
+        }
+        suffix.push(b'}');
+        let checkpoint = serde_json::to_vec(&json!({"table": ADVANCED_CHECKPOINT, "after": [i.to_string()]}))
+            .unwrap_or_default();
+        client
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .await
+            .map_err(|e| catalog::query_error(&what, &e))?;
+        let sql = rules::advanced_sql(&a.query, &ids);
+        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&prefix];
+        let stream = match client.query_raw(&sql, params).await {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = client.batch_execute("ROLLBACK").await;
+                return Err(catalog::query_error(&what, &e));
+            }
+        };
+        let mut stream = Box::pin(stream);
+        let mut rows = 0u64;
+        loop {
+            let row = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Err(SyncStopped::Canceled.into()),
+                r = stream.next() => r,
+            };
+            let row = match row {
+                None => break,
+                Some(Ok(r)) => r,
+                Some(Err(e)) => return Err(catalog::query_error(&what, &e)),
+            };
+            let bad =
+                |e: tokio_postgres::Error| SourceError::Internal(format!("{what}: unexpected row: {e}"));
+            let object: Option<&str> = row.try_get(0).map_err(bad)?;
+            let mut id = id_prefix.clone();
+            for k in 0..ids.len() {
+                let v: Option<&str> = row.try_get(k + 1).map_err(bad)?;
+                ids::push_key_part(&mut id, ids::KeyKind::Other, v.unwrap_or(""));
+            }
+            let id = ids::finalize_id(id);
+            let mut source = Vec::with_capacity(256);
+            source.extend_from_slice(b"{\"id\":");
+            reader::write_json_str(&mut source, &id);
+            let inner = object
+                .unwrap_or("{}")
+                .trim()
+                .strip_prefix('{')
+                .and_then(|s| s.strip_suffix('}'))
+                .unwrap_or("");
+            if !inner.trim().is_empty() {
+                source.push(b',');
+                source.extend_from_slice(inner.as_bytes());
+            }
+            source.extend_from_slice(&suffix);
+            for b in source.iter_mut() {
+                if *b == b'\n' || *b == b'\r' {
+                    *b = b' ';
+                }
+            }
+            sink.send(id, source).await?;
+            sink.checkpoint(checkpoint.clone());
+            rows += 1;
+        }
+        drop(stream);
+        client.batch_execute("COMMIT").await.map_err(|e| catalog::query_error(&what, &e))?;
+        report.rows_read += rows;
+        report.rows_per_table.insert(format!("advanced[{i}]: {}", a.tables.join(",")), rows);
+        sink.set_metadata("rows_read", json!(report.rows_read));
+        sink.set_metadata("rows_per_table", json!(report.rows_per_table));
+    }
+    Ok(report)
 }

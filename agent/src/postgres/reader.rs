@@ -82,6 +82,8 @@ pub struct TablePlan {
     /// `,"_timestamp":...,"table":...,"schema":...,"database":...}`
     suffix: Vec<u8>,
     objects: usize,
+    /// Basic sync rules that apply to this table (see `rules.rs`).
+    pub filter: super::rules::RowFilter,
 }
 
 impl TablePlan {
@@ -132,7 +134,17 @@ impl TablePlan {
         }
         suffix.push(b'}');
         let objects = columns.len().div_ceil(PAIRS_PER_OBJECT).max(1);
-        Ok(Self { table, fields, columns, key_kinds, id_order, id_prefix, suffix, objects })
+        Ok(Self {
+            table,
+            fields,
+            columns,
+            key_kinds,
+            id_order,
+            id_prefix,
+            suffix,
+            objects,
+            filter: Default::default(),
+        })
     }
 
     /// The SELECT; with `resume`, a keyset predicate whose parameters follow
@@ -167,6 +179,7 @@ impl TablePlan {
             sql.push_str(&format!(", {p}::text"));
         }
         sql.push_str(&format!(" FROM {}.{} AS t", quote_ident(&t.schema), quote_ident(&t.name)));
+        let mut conditions = Vec::new();
         if resume {
             let params: Vec<String> = t
                 .primary_key
@@ -176,7 +189,14 @@ impl TablePlan {
                     format!("${param}::text::{}", c.sql_type)
                 })
                 .collect();
-            sql.push_str(&format!(" WHERE ({}) > ({})", pk.join(", "), params.join(", ")));
+            conditions.push(format!("({}) > ({})", pk.join(", "), params.join(", ")));
+        }
+        if !self.filter.is_empty() {
+            // Sync rules: excluded rows are never read.
+            conditions.push(format!("({})", self.filter.sql(param + 1)));
+        }
+        if !conditions.is_empty() {
+            sql.push_str(&format!(" WHERE {}", conditions.join(" AND ")));
         }
         sql.push_str(&format!(" ORDER BY {}", pk.join(", ")));
         sql
@@ -227,6 +247,9 @@ impl<'a> TableReader<'a> {
             for v in a {
                 params.push(v);
             }
+        }
+        for v in plan.filter.params() {
+            params.push(v);
         }
         let stream = match client.query_raw(&sql, params).await {
             Ok(s) => s,

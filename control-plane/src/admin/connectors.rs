@@ -6,7 +6,7 @@ use ferry_sdk::config_schema::{values_from_proto, REDACTED};
 use ferry_sdk::proto::{self, connector_service_server::ConnectorService};
 use tonic::{Request, Response, Status};
 
-use super::{convert, validate};
+use super::{convert, settings, validate};
 use crate::app::App;
 use crate::error::{Error, Result};
 use crate::model::{ConnectorDoc, ConnectorStatus};
@@ -151,6 +151,169 @@ impl Connectors {
     }
 }
 
+impl Connectors {
+    /// Read-modify-write of a live connector; `f` checks and changes it.
+    async fn modify(
+        &self,
+        id: &str,
+        mut f: impl FnMut(&mut ConnectorDoc) -> Result<()>,
+    ) -> Result<proto::Connector> {
+        validate::connector_id("connector_id", id)?;
+        let updated = self
+            .app
+            .stores
+            .connectors
+            .update(id, |c| {
+                if c.deleted {
+                    return Err(not_found(id));
+                }
+                f(c)?;
+                Ok(Change::Write(()))
+            })
+            .await?;
+        let (c, ()) = updated.ok_or_else(|| not_found(id))?;
+        self.app.registry.changed.notify_waiters();
+        Ok(convert::connector(&c))
+    }
+
+    async fn update_scheduling(&self, r: proto::UpdateSchedulingRequest) -> Result<proto::Connector> {
+        let s = r.scheduling.ok_or_else(|| Error::invalid("scheduling", "is required"))?;
+        // Check before touching the document, so a bad request says so even
+        // for an unknown connector id... after the id itself.
+        validate::connector_id("connector_id", &r.connector_id)?;
+        settings::apply_scheduling(&mut serde_json::json!({}), &s)?;
+        let t = crate::model::now();
+        let c = self
+            .modify(&r.connector_id, |c| {
+                for job_type in settings::apply_scheduling(&mut c.scheduling, &s)? {
+                    // A changed schedule counts from now: no run for the
+                    // time before it was set.
+                    match job_type {
+                        "full" => c.last_sync_scheduled_at = Some(t),
+                        "incremental" => c.last_incremental_sync_scheduled_at = Some(t),
+                        _ => {}
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+        tracing::info!(connector_id = %r.connector_id, "scheduling updated");
+        Ok(c)
+    }
+
+    async fn update_filtering(&self, r: proto::UpdateFilteringRequest) -> Result<proto::Connector> {
+        validate::connector_id("connector_id", &r.connector_id)?;
+        let draft = settings::build_draft(&r.rules, r.advanced_snippet.as_ref(), crate::model::now())?;
+        let c = self
+            .modify(&r.connector_id, |c| {
+                settings::set_draft(&mut c.filtering, draft.clone());
+                Ok(())
+            })
+            .await?;
+        tracing::info!(connector_id = %r.connector_id, "filtering draft updated");
+        Ok(c)
+    }
+
+    async fn update_index_name(&self, r: proto::UpdateIndexNameRequest) -> Result<proto::Connector> {
+        validate::connector_id("connector_id", &r.connector_id)?;
+        validate::index_name("index_name", &r.index_name)?;
+        let others = self
+            .app
+            .stores
+            .connectors
+            .search(&serde_json::json!({
+                "size": 1,
+                "query": {"bool": {
+                    "filter": [{"term": {"index_name": r.index_name}}],
+                    "must_not": [{"term": {"deleted": true}}, {"ids": {"values": [r.connector_id]}}]
+                }}
+            }))
+            .await?;
+        if let Some(other) = others.hits.first() {
+            return Err(Error::invalid(
+                "index_name",
+                format!(
+                    "index {:?} is already the index of connector {:?}; two connectors writing one index would delete each other's documents",
+                    r.index_name, other.id
+                ),
+            ));
+        }
+        self.modify(&r.connector_id, |c| {
+            c.index_name = Some(r.index_name.clone());
+            Ok(())
+        })
+        .await
+    }
+
+    async fn update_name(&self, r: proto::UpdateNameRequest) -> Result<proto::Connector> {
+        validate::connector_id("connector_id", &r.connector_id)?;
+        if r.name.trim().is_empty() {
+            return Err(Error::invalid("name", "is required"));
+        }
+        if r.name.len() > 1024 || r.description.len() > 16 * 1024 {
+            return Err(Error::invalid(
+                if r.name.len() > 1024 { "name" } else { "description" },
+                "is too long (name at most 1 KiB, description at most 16 KiB)",
+            ));
+        }
+        self.modify(&r.connector_id, |c| {
+            c.name = Some(r.name.trim().to_owned());
+            c.description = (!r.description.is_empty()).then(|| r.description.clone());
+            Ok(())
+        })
+        .await
+    }
+
+    async fn update_service_type(&self, r: proto::UpdateServiceTypeRequest) -> Result<proto::Connector> {
+        validate::connector_id("connector_id", &r.connector_id)?;
+        let st = r.service_type.trim();
+        if st.is_empty() {
+            return Err(Error::invalid("service_type", "is required, e.g. postgresql"));
+        }
+        if !st.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-') {
+            return Err(Error::invalid(
+                "service_type",
+                format!("{st:?} must be lower-case letters, digits, '_' or '-'"),
+            ));
+        }
+        let running = self
+            .app
+            .stores
+            .jobs
+            .search(&serde_json::json!({
+                "size": 1,
+                "query": {"bool": {"filter": [
+                    {"term": {"connector.id": r.connector_id}},
+                    {"terms": {"status": ["pending", "in_progress", "canceling"]}}
+                ]}}
+            }))
+            .await?;
+        if !running.hits.is_empty() {
+            return Err(Error::FailedPrecondition(format!(
+                "connector {:?} has a pending or running sync job ({}): cancel it before changing the source kind",
+                r.connector_id, running.hits[0].id
+            )));
+        }
+        let c = self
+            .modify(&r.connector_id, |c| {
+                if c.service_type.as_deref() == Some(st) {
+                    return Ok(());
+                }
+                // Another kind of source: the old schema and values mean
+                // nothing to it. Start over until its agent registers.
+                c.service_type = Some(st.to_owned());
+                c.configuration.clear();
+                c.status = ConnectorStatus::Created;
+                c.error = None;
+                c.ferry.validated_revision = None;
+                Ok(())
+            })
+            .await?;
+        tracing::info!(connector_id = %r.connector_id, service_type = st, "service type updated");
+        Ok(c)
+    }
+}
+
 fn not_found(id: &str) -> Error {
     Error::NotFound(format!(
         "connector {id:?} not found: create it with PutConnector, or list them with ListConnectors"
@@ -267,5 +430,58 @@ impl ConnectorService for Connectors {
     ) -> Result<Response<proto::UpdateConfigurationResponse>, Status> {
         let c = self.update_configuration(request.into_inner()).await?;
         Ok(Response::new(proto::UpdateConfigurationResponse { connector: Some(convert::connector(&c)) }))
+    }
+
+    async fn update_scheduling(
+        &self,
+        request: Request<proto::UpdateSchedulingRequest>,
+    ) -> Result<Response<proto::UpdateSchedulingResponse>, Status> {
+        let connector = self.update_scheduling(request.into_inner()).await?;
+        Ok(Response::new(proto::UpdateSchedulingResponse { connector: Some(connector) }))
+    }
+
+    async fn update_filtering(
+        &self,
+        request: Request<proto::UpdateFilteringRequest>,
+    ) -> Result<Response<proto::UpdateFilteringResponse>, Status> {
+        let connector = self.update_filtering(request.into_inner()).await?;
+        Ok(Response::new(proto::UpdateFilteringResponse { connector: Some(connector) }))
+    }
+
+    async fn update_pipeline(
+        &self,
+        request: Request<proto::UpdatePipelineRequest>,
+    ) -> Result<Response<proto::UpdatePipelineResponse>, Status> {
+        let r = request.into_inner();
+        validate::connector_id("connector_id", &r.connector_id)?;
+        settings::apply_pipeline(&mut serde_json::json!({}), r.pipeline.as_ref())?;
+        let connector = self
+            .modify(&r.connector_id, |c| settings::apply_pipeline(&mut c.pipeline, r.pipeline.as_ref()))
+            .await?;
+        Ok(Response::new(proto::UpdatePipelineResponse { connector: Some(connector) }))
+    }
+
+    async fn update_index_name(
+        &self,
+        request: Request<proto::UpdateIndexNameRequest>,
+    ) -> Result<Response<proto::UpdateIndexNameResponse>, Status> {
+        let connector = self.update_index_name(request.into_inner()).await?;
+        Ok(Response::new(proto::UpdateIndexNameResponse { connector: Some(connector) }))
+    }
+
+    async fn update_name(
+        &self,
+        request: Request<proto::UpdateNameRequest>,
+    ) -> Result<Response<proto::UpdateNameResponse>, Status> {
+        let connector = self.update_name(request.into_inner()).await?;
+        Ok(Response::new(proto::UpdateNameResponse { connector: Some(connector) }))
+    }
+
+    async fn update_service_type(
+        &self,
+        request: Request<proto::UpdateServiceTypeRequest>,
+    ) -> Result<Response<proto::UpdateServiceTypeResponse>, Status> {
+        let connector = self.update_service_type(request.into_inner()).await?;
+        Ok(Response::new(proto::UpdateServiceTypeResponse { connector: Some(connector) }))
     }
 }

@@ -161,6 +161,11 @@ pub fn connector(v: &Versioned<ConnectorDoc>) -> proto::Connector {
         sync_cursor: c.sync_cursor.as_object().map(json_to_struct),
         deleted: c.deleted,
         api_key_id: c.api_key_id.clone().unwrap_or_default(),
+        scheduling: Some(super::settings::scheduling_to_proto(&c.scheduling)),
+        filtering: super::settings::filtering_to_proto(&c.filtering),
+        pipeline: Some(super::settings::pipeline_to_proto(&c.pipeline)),
+        last_sync_scheduled_at: to_proto_ts(&c.last_sync_scheduled_at),
+        last_incremental_sync_scheduled_at: to_proto_ts(&c.last_incremental_sync_scheduled_at),
     }
 }
 
@@ -200,12 +205,15 @@ pub fn sync_job_from(id: &str, j: &SyncJobDoc) -> proto::SyncJob {
         total_document_count: j.total_document_count.unwrap_or_default(),
         worker_hostname: j.worker_hostname.clone().unwrap_or_default(),
         metadata: Some(json_to_struct(&metadata)),
+        docs_per_second: j.ferry.docs_per_second,
         connector: Some(proto::SyncJobConnector {
             id: j.connector.id.clone(),
             index_name: j.connector.index_name.clone(),
             service_type: j.connector.service_type.clone().unwrap_or_default(),
             language: j.connector.language.clone().unwrap_or_default(),
             configuration: configuration(&j.connector.configuration),
+            filtering: super::settings::filtering_to_proto(&j.connector.filtering),
+            pipeline: Some(super::settings::pipeline_to_proto(&j.connector.pipeline)),
         }),
     }
 }

@@ -4,5 +4,7 @@
 
 pub mod connectors;
 pub mod convert;
+pub mod fleet;
+pub mod settings;
 pub mod sync_jobs;
 pub mod validate;

@@ -36,62 +36,7 @@ impl SyncJobs {
                 ))
             }
         };
-        let connector = match self.app.stores.connectors.get(&r.connector_id).await? {
-            Some(c) if !c.doc.deleted => c,
-            _ => {
-                return Err(Error::NotFound(format!(
-                    "connector {:?} not found: create it with PutConnector first",
-                    r.connector_id
-                )))
-            }
-        };
-        let c = &connector.doc;
-        let index_name = c.index_name.clone().ok_or_else(|| {
-            Error::FailedPrecondition(format!(
-                "connector {:?} has no index_name: set it with PutConnector",
-                r.connector_id
-            ))
-        })?;
-        match c.status {
-            ConnectorStatus::Configured | ConnectorStatus::Connected | ConnectorStatus::Error => {}
-            s => {
-                return Err(Error::FailedPrecondition(format!(
-                    "connector {:?} is {}: {}",
-                    r.connector_id,
-                    s.as_str(),
-                    if s == ConnectorStatus::Created {
-                        "start an agent that serves it, then set its configuration with UpdateConfiguration"
-                    } else {
-                        "set its configuration with UpdateConfiguration first"
-                    }
-                )))
-            }
-        }
-        let t = now();
-        let doc = SyncJobDoc {
-            connector: JobConnector {
-                id: connector.id.clone(),
-                configuration: c.configuration.clone(),
-                filtering: c.filtering.clone(),
-                index_name,
-                language: c.language.clone(),
-                pipeline: c.pipeline.clone(),
-                service_type: c.service_type.clone(),
-                sync_cursor: c.sync_cursor.clone(),
-                extra: Default::default(),
-            },
-            job_type,
-            trigger_method: TriggerMethod::OnDemand,
-            status: JobStatus::Pending,
-            created_at: Some(t),
-            last_seen: Some(t),
-            ..Default::default()
-        };
-        let id = uuid::Uuid::new_v4().simple().to_string()[..20].to_owned();
-        let seq_no = self.app.stores.jobs.create(&id, &doc).await?;
-        tracing::info!(job_id = %id, connector_id = %connector.id, job_type = job_type.as_str(), "sync job created");
-        self.app.registry.changed.notify_waiters();
-        Ok(Versioned { id, doc, seq_no })
+        create_job(&self.app, &r.connector_id, job_type, TriggerMethod::OnDemand).await
     }
 
     async fn get(&self, id: &str) -> Result<Versioned<SyncJobDoc>> {
@@ -107,7 +52,20 @@ impl SyncJobs {
     }
 
     async fn cancel(&self, id: &str) -> Result<Versioned<SyncJobDoc>> {
-        self.get(id).await?;
+        if id.is_empty() {
+            return Err(Error::invalid("sync_job_id", "is required"));
+        }
+        // Running here: tell the agent before writing `canceling`, so it stops
+        // at once even when Elasticsearch is slow to take the write. (A job
+        // running on another instance is relayed by that instance's progress
+        // loop within seconds.)
+        let mut told_agent = false;
+        if let Some((session, run)) = self.app.registry.running(id) {
+            if run.mark_cancel_sent() {
+                send_cancel(&session, id, &run.lease_id, "canceled by the user").await;
+            }
+            told_agent = true;
+        }
         let t = now();
         let (job, lease) = self
             .app
@@ -125,6 +83,8 @@ impl SyncJobs {
                         job.cancelation_requested_at = Some(t);
                     }
                     JobStatus::Canceling => return Ok(Change::Keep(None)),
+                    // The agent we told stopped before this write landed.
+                    JobStatus::Canceled if told_agent => return Ok(Change::Keep(None)),
                     s => {
                         return Err(Error::FailedPrecondition(format!(
                             "sync job {id:?} is already {}; only pending or running jobs can be canceled",
@@ -135,9 +95,11 @@ impl SyncJobs {
                 Ok(Change::Write(job.ferry.lease_id.clone()))
             })
             .await?
-            .ok_or_else(|| Error::NotFound(format!("sync job {id:?} not found")))?;
-        // The job runs here: tell its agent now rather than at the next
-        // progress tick. (Elsewhere, that instance's progress loop does.)
+            .ok_or_else(|| {
+                Error::NotFound(format!("sync job {id:?} not found: list jobs with ListSyncJobs"))
+            })?;
+        // Claimed here since the check above: tell its agent now rather than
+        // at the next progress tick.
         if let (Some(lease), Some((session, run))) = (lease, self.app.registry.running(id)) {
             if run.lease_id == lease && run.mark_cancel_sent() {
                 send_cancel(&session, id, &lease, "canceled by the user").await;
@@ -146,6 +108,72 @@ impl SyncJobs {
         tracing::info!(job_id = id, "sync job cancel requested");
         Ok(job)
     }
+}
+
+/// Creates a pending job of `job_type` for the connector, with a snapshot of
+/// the connector (configuration, filtering, pipeline...).
+pub async fn create_job(
+    app: &App,
+    connector_id: &str,
+    job_type: JobType,
+    trigger: TriggerMethod,
+) -> Result<Versioned<SyncJobDoc>> {
+    let connector = match app.stores.connectors.get(connector_id).await? {
+        Some(c) if !c.doc.deleted => c,
+        _ => {
+            return Err(Error::NotFound(format!(
+                "connector {:?} not found: create it with PutConnector first",
+                connector_id
+            )))
+        }
+    };
+    let c = &connector.doc;
+    let index_name = c.index_name.clone().ok_or_else(|| {
+        Error::FailedPrecondition(format!(
+            "connector {:?} has no index_name: set it with PutConnector",
+            connector_id
+        ))
+    })?;
+    match c.status {
+        ConnectorStatus::Configured | ConnectorStatus::Connected | ConnectorStatus::Error => {}
+        s => {
+            return Err(Error::FailedPrecondition(format!(
+                "connector {:?} is {}: {}",
+                connector_id,
+                s.as_str(),
+                if s == ConnectorStatus::Created {
+                    "start an agent that serves it, then set its configuration with UpdateConfiguration"
+                } else {
+                    "set its configuration with UpdateConfiguration first"
+                }
+            )))
+        }
+    }
+    let t = now();
+    let doc = SyncJobDoc {
+        connector: JobConnector {
+            id: connector.id.clone(),
+            configuration: c.configuration.clone(),
+            filtering: c.filtering.clone(),
+            index_name,
+            language: c.language.clone(),
+            pipeline: c.pipeline.clone(),
+            service_type: c.service_type.clone(),
+            sync_cursor: c.sync_cursor.clone(),
+            extra: Default::default(),
+        },
+        job_type,
+        trigger_method: trigger,
+        status: JobStatus::Pending,
+        created_at: Some(t),
+        last_seen: Some(t),
+        ..Default::default()
+    };
+    let id = uuid::Uuid::new_v4().simple().to_string()[..20].to_owned();
+    let seq_no = app.stores.jobs.create(&id, &doc).await?;
+    tracing::info!(job_id = %id, connector_id = %connector.id, job_type = job_type.as_str(), "sync job created");
+    app.registry.changed.notify_waiters();
+    Ok(Versioned { id, doc, seq_no })
 }
 
 #[tonic::async_trait]
@@ -208,5 +236,31 @@ impl SyncJobService for SyncJobs {
     ) -> Result<Response<proto::CancelSyncJobResponse>, Status> {
         let job = self.cancel(&request.into_inner().sync_job_id).await?;
         Ok(Response::new(proto::CancelSyncJobResponse { sync_job: Some(convert::sync_job(&job)) }))
+    }
+
+    async fn delete_sync_job(
+        &self,
+        request: Request<proto::DeleteSyncJobRequest>,
+    ) -> Result<Response<proto::DeleteSyncJobResponse>, Status> {
+        let id = request.into_inner().sync_job_id;
+        let job = self.get(&id).await?;
+        if matches!(job.doc.status, JobStatus::InProgress | JobStatus::Canceling) {
+            return Err(Error::FailedPrecondition(format!(
+                "sync job {id:?} is {}: cancel it with CancelSyncJob and delete it once it is canceled",
+                job.doc.status.as_str()
+            ))
+            .into());
+        }
+        // A pending job deleted here could be claimed concurrently; the
+        // claim then finds no document and gives up.
+        let deleted = self
+            .app
+            .stores
+            .es
+            .delete_doc(self.app.stores.jobs.index(), &id, crate::elasticsearch::Refresh::True)
+            .await
+            .map_err(Error::from)?;
+        tracing::info!(job_id = %id, deleted, "sync job deleted");
+        Ok(Response::new(proto::DeleteSyncJobResponse { acknowledged: deleted }))
     }
 }

@@ -2,6 +2,7 @@
 //! from certificates, the registry of live sessions, and the registration
 //! of connectors (schemas, configuration checks, `last_seen`).
 
+pub mod filtering;
 pub mod identity;
 pub mod registration;
 pub mod registry;

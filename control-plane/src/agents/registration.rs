@@ -90,7 +90,7 @@ async fn reconcile(app: &App, session: &AgentSession, offer: &Offer) -> Result<(
             if write_last_seen {
                 c.last_seen = Some(now());
             }
-            let snapshot = (c.status, c.config_revision(), c.config_values());
+            let snapshot = (c.status, c.config_revision(), c.config_values(), c.filtering.clone());
             if *c == before {
                 Ok(Change::Keep(Some(Ok(snapshot))))
             } else {
@@ -107,7 +107,7 @@ async fn reconcile(app: &App, session: &AgentSession, offer: &Offer) -> Result<(
             .last_seen_written
             .insert(offer.connector_id.clone(), Instant::now());
     }
-    let (status, revision, values) = match outcome {
+    let (status, revision, values, filtering) = match outcome {
         Ok(s) => s,
         Err(reason) => {
             let first = session.state.lock().expect("state lock").refused.insert(offer.connector_id.clone());
@@ -143,6 +143,7 @@ async fn reconcile(app: &App, session: &AgentSession, offer: &Offer) -> Result<(
         };
         session.send(Out::ValidateConfiguration(msg)).await;
     }
+    super::filtering::check_draft(session, &offer.connector_id, status, &filtering, &values).await;
     Ok(())
 }
 

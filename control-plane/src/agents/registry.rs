@@ -47,6 +47,8 @@ pub struct SessionState {
     /// connector id → when this session last wrote `last_seen`.
     pub last_seen_written: HashMap<String, std::time::Instant>,
     pub refused: std::collections::HashSet<String>,
+    /// connector id → draft sync rules revision this session was asked to check.
+    pub filtering_checks: HashMap<String, (String, std::time::Instant)>,
 }
 
 #[derive(Debug, Clone)]

@@ -159,6 +159,9 @@ async fn serve(app: Arc<App>, session: Arc<AgentSession>, mut inbound: Streaming
             In::ValidationResult(r) => {
                 tokio::spawn(super::registration::on_validation_result(app.clone(), session.clone(), r));
             }
+            In::FilteringResult(r) => {
+                tokio::spawn(super::filtering::on_result(app.clone(), session.clone(), r));
+            }
             In::Batch(batch) => {
                 if let Err(reason) = on_batch(&app, &session, batch).await {
                     let _ = session.outbound.send(Err(Status::resource_exhausted(reason.clone()))).await;

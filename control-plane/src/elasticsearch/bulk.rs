@@ -112,6 +112,15 @@ impl BulkIndexer {
         BulkIndexer { client, config: Arc::new(config) }
     }
 
+    /// The same indexer sending documents through `pipeline` (`None`: none).
+    pub fn with_pipeline(&self, pipeline: Option<String>) -> BulkIndexer {
+        if self.config.pipeline == pipeline {
+            return self.clone();
+        }
+        let config = BulkConfig { pipeline, ..(*self.config).clone() };
+        BulkIndexer { client: self.client.clone(), config: Arc::new(config) }
+    }
+
     pub fn config(&self) -> &BulkConfig {
         &self.config
     }

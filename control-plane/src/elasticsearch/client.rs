@@ -516,6 +516,17 @@ impl EsClient {
         }
     }
 
+    /// `GET /_ingest/pipeline/{name}`: `Some(exists)`, or `None` when the
+    /// server has no ingest pipeline API to ask.
+    pub async fn pipeline_exists(&self, name: &str) -> Result<Option<bool>, EsError> {
+        let resp = self.send(Method::GET, &["_ingest", "pipeline", name], &[], None).await?;
+        Ok(match resp.status {
+            StatusCode::NOT_FOUND => Some(false),
+            s if s.is_success() => Some(true),
+            _ => None,
+        })
+    }
+
     /// `PUT /{index}/_mapping` with `{"properties": ...}` (adds fields; existing ones must agree).
     pub async fn put_mapping(&self, index: &str, body: &serde_json::Value) -> Result<(), EsError> {
         let body = to_json(body)?;

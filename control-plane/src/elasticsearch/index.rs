@@ -61,6 +61,30 @@ pub async fn count(client: &EsClient, index: &str) -> Result<u64, EsError> {
     client.count(index, None).await
 }
 
+/// Elastic's default pipeline name, set on every new connector.
+pub const DEFAULT_PIPELINE: &str = "search-default-ingestion";
+
+/// The ingest pipeline a job's bulk requests name (`pipeline.name` of the
+/// connector snapshot). The default pipeline is used only where it exists
+/// (Elasticsearch with it installed); a pipeline the user named must exist
+/// when the server can tell, otherwise the job fails saying so.
+pub async fn job_pipeline(es: &EsClient, pipeline: &serde_json::Value) -> Result<Option<String>, String> {
+    let name = pipeline.get("name").and_then(|n| n.as_str()).unwrap_or_default().trim();
+    if name.is_empty() {
+        return Ok(None);
+    }
+    let exists =
+        es.pipeline_exists(name).await.map_err(|e| format!("cannot check ingest pipeline {name:?}: {e}"))?;
+    match (name == DEFAULT_PIPELINE, exists) {
+        (true, Some(true)) => Ok(Some(name.to_owned())),
+        (true, _) => Ok(None),
+        (false, Some(false)) => Err(format!(
+            "ingest pipeline {name:?} does not exist: create it, or clear pipeline.name with UpdatePipeline"
+        )),
+        (false, _) => Ok(Some(name.to_owned())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

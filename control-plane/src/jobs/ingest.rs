@@ -21,6 +21,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use ferry_sdk::proto;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::elasticsearch::{BulkDoc, BulkIndexer, EsError};
@@ -40,6 +41,9 @@ pub struct JobRun {
     window: Arc<Semaphore>,
     /// In-flight bulk requests of this job.
     pub tracker: TaskTracker,
+    /// Abandons the in-flight bulk requests (a canceled job does not wait
+    /// for them: its counts are what Elasticsearch confirmed so far).
+    pub abandon: CancellationToken,
     pub stats: Mutex<RunStats>,
     /// Set once the control plane asked the agent to stop.
     pub cancel_sent: AtomicBool,
@@ -47,6 +51,8 @@ pub struct JobRun {
     /// gave up); the agent is told to stop and the job ends in error.
     pub fatal: Mutex<Option<String>>,
     pub started: Instant,
+    /// The connector's ingest pipeline (`pipeline.name`), when in use.
+    pub pipeline: Mutex<Option<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -109,10 +115,12 @@ impl JobRun {
             extra_fields: crate::elasticsearch::index::generation_fragment(generation),
             window: Arc::new(Semaphore::new(window as usize)),
             tracker: TaskTracker::new(),
+            abandon: CancellationToken::new(),
             stats: Mutex::new(carried),
             cancel_sent: AtomicBool::new(false),
             fatal: Mutex::new(None),
             started: Instant::now(),
+            pipeline: Mutex::new(None),
         }
     }
 
@@ -130,13 +138,17 @@ impl JobRun {
         let permit =
             self.window.clone().try_acquire_owned().map_err(|_| BatchRefused::WindowExceeded(window_size))?;
         let run = self.clone();
-        let bulk = bulk.clone();
+        let bulk = bulk.with_pipeline(self.pipeline.lock().expect("pipeline lock").clone());
         self.tracker.spawn(async move {
             let proto::DocumentBatch { sequence, documents, checkpoint, .. } = batch;
             let docs: Vec<BulkDoc> =
                 documents.into_iter().map(|d| BulkDoc { id: d.id, source: Bytes::from(d.source) }).collect();
             let received = docs.len() as u64;
-            let result = bulk.index_batch(&run.index_name, &docs, &run.extra_fields).await;
+            let result = tokio::select! {
+                biased;
+                _ = run.abandon.cancelled() => return,
+                r = bulk.index_batch(&run.index_name, &docs, &run.extra_fields) => r,
+            };
             let result = result.map(|outcome| {
                 let mut s = run.stats.lock().expect("stats lock");
                 s.indexed += outcome.indexed;
@@ -180,6 +192,11 @@ impl JobRun {
     /// Marks the cancel as sent; true the first time.
     pub fn mark_cancel_sent(&self) -> bool {
         !self.cancel_sent.swap(true, Ordering::SeqCst)
+    }
+
+    /// Drops the in-flight bulk requests without acknowledging them.
+    pub fn abandon_in_flight(&self) {
+        self.abandon.cancel();
     }
 
     /// Waits until every in-flight bulk request of this job finished.

@@ -83,6 +83,13 @@ pub async fn claim_and_assign(app: &App, session: &Arc<AgentSession>, job_id: &s
         app.jobs.max_unacked_batches,
         carried,
     ));
+    match es_index::job_pipeline(&app.stores.es, &doc.connector.pipeline).await {
+        Ok(p) => *run.pipeline.lock().expect("pipeline lock") = p,
+        Err(msg) => {
+            fail_job(app, job_id, &lease_id, &msg).await?;
+            return Ok(true);
+        }
+    }
     session.jobs.lock().expect("jobs lock").insert(job_id.to_owned(), run);
     let values: std::collections::BTreeMap<_, _> = doc
         .connector
@@ -103,6 +110,7 @@ pub async fn claim_and_assign(app: &App, session: &Arc<AgentSession>, job_id: &s
         index_name: index,
         resume_checkpoint: resume.clone(),
         flow_control: Some(app.flow_control()),
+        filtering: crate::agents::filtering::active_rules(&doc.connector.filtering),
     };
     tracing::info!(job_id, agent_id = %session.agent_id, attempt = doc.ferry.attempts, resumed = !resume.is_empty(), "job assigned");
     if !session.send(proto::control_message::Message::AssignJob(assign)).await {
@@ -176,6 +184,10 @@ pub enum FlushResult {
 /// acknowledged or drained by now).
 pub async fn finish(app: &App, run: &JobRun, finished: &proto::JobFinished) -> Result<()> {
     use proto::job_finished::Outcome;
+    if matches!(finished.outcome, Some(Outcome::Canceled(_))) {
+        // Canceled: stop within seconds, counting only what was confirmed.
+        run.abandon_in_flight();
+    }
     run.drain().await;
     flush_stats(app, run).await?;
     let (indexed, rejected, first_rejection) = {

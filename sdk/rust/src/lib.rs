@@ -10,11 +10,13 @@
 //!   reconnect with backoff, heartbeats, flow control, job bookkeeping.
 
 pub mod config_schema;
+pub mod rules;
 pub mod runtime;
 pub mod settings;
 pub mod source;
 
 pub use config_schema::{ConfigFieldSpec, ConfigValues};
+pub use rules::{BasicRule, RuleError, SyncRules};
 pub use source::{DocumentSender, Job, JobKind, Source, SourceError, SyncStopped};
 
 /// Generated protocol types (`ferry.v1`).

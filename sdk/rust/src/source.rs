@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config_schema::{ConfigFieldSpec, ConfigValues};
 use crate::proto;
+use crate::rules::{RuleError, SyncRules};
 
 /// Kind of sync job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +47,8 @@ pub struct Job {
     pub resume_checkpoint: Option<Vec<u8>>,
     /// Canceled when the user cancels the job or the agent shuts down.
     pub cancel: CancellationToken,
+    /// The connector's active sync rules.
+    pub rules: SyncRules,
 }
 
 /// Why a sync stopped before the source finished.
@@ -95,6 +98,28 @@ pub trait Source: Send + Sync + 'static {
     /// Check the values and reach the source (connect and ping). Errors are
     /// shown to the user, so say what to fix.
     async fn validate(&self, config: &ConfigValues) -> Result<(), SourceError>;
+
+    /// Check draft sync rules against the source; no errors means valid.
+    /// A source that applies no rules refuses every rule (the default).
+    async fn validate_rules(&self, _config: &ConfigValues, rules: &SyncRules) -> Vec<RuleError> {
+        let mut errors: Vec<RuleError> = rules
+            .basic
+            .iter()
+            .map(|r| {
+                RuleError::new(
+                    &r.id,
+                    format!("{} sources do not apply basic sync rules", self.service_type()),
+                )
+            })
+            .collect();
+        if !rules.advanced.is_null() {
+            errors.push(RuleError::new(
+                "advanced_snippet",
+                format!("{} sources do not apply advanced sync rules", self.service_type()),
+            ));
+        }
+        errors
+    }
 
     /// Read the source and send every document. Return `Ok` only when all
     /// documents were sent; stop promptly when `job.cancel` fires.

@@ -151,6 +151,33 @@ pub(super) async fn run(
                             None
                         });
                     }
+                    In::ValidateFiltering(v) => {
+                        let Some(source) = source_for(&sources, settings, &v.connector_id) else {
+                            tracing::warn!(connector_id = %v.connector_id, "asked to validate sync rules of a connector this agent does not serve");
+                            continue;
+                        };
+                        let tx = tx.clone();
+                        let token = session_token.clone();
+                        tasks.spawn(async move {
+                            let values: ConfigValues = values_from_proto(&v.configuration);
+                            let rules = crate::rules::SyncRules::from_proto(v.rules.as_ref());
+                            let errors = tokio::select! {
+                                _ = token.cancelled() => return None,
+                                r = source.validate_rules(&values, &rules) => r,
+                            };
+                            tracing::info!(connector_id = %v.connector_id, errors = errors.len(), "sync rules checked");
+                            let msg = proto::FilteringResult {
+                                connector_id: v.connector_id,
+                                revision: v.revision,
+                                errors: errors
+                                    .into_iter()
+                                    .map(|e| proto::FilteringValidationError { ids: e.ids, messages: vec![e.message] })
+                                    .collect(),
+                            };
+                            let _ = tx.send(proto::AgentMessage { message: Some(Out::FilteringResult(msg)) }).await;
+                            None
+                        });
+                    }
                     In::AssignJob(a) => {
                         let Some(source) = source_for(&sources, settings, &a.connector_id) else {
                             tracing::warn!(connector_id = %a.connector_id, job_id = %a.job_id, "assigned a job for a connector this agent does not serve");
@@ -227,6 +254,7 @@ async fn run_job(
         resume_checkpoint: (!assignment.resume_checkpoint.is_empty())
             .then(|| assignment.resume_checkpoint.clone()),
         cancel: cancel.clone(),
+        rules: crate::rules::SyncRules::from_proto(assignment.filtering.as_ref()),
     };
     tracing::info!(job_id = %job.id, connector_id = %job.connector_id, resumed = job.resume_checkpoint.is_some(), "job started");
     let mut out = DocumentSender::new(

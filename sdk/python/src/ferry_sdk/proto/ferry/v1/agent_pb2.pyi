@@ -29,34 +29,38 @@ FAILURE_KIND_CONFIGURATION: FailureKind
 FAILURE_KIND_INTERNAL: FailureKind
 
 class AgentMessage(_message.Message):
-    __slots__ = ("hello", "heartbeat", "validation_result", "batch", "job_finished")
+    __slots__ = ("hello", "heartbeat", "validation_result", "batch", "job_finished", "filtering_result")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     VALIDATION_RESULT_FIELD_NUMBER: _ClassVar[int]
     BATCH_FIELD_NUMBER: _ClassVar[int]
     JOB_FINISHED_FIELD_NUMBER: _ClassVar[int]
+    FILTERING_RESULT_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     heartbeat: Heartbeat
     validation_result: ValidationResult
     batch: DocumentBatch
     job_finished: JobFinished
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., validation_result: _Optional[_Union[ValidationResult, _Mapping]] = ..., batch: _Optional[_Union[DocumentBatch, _Mapping]] = ..., job_finished: _Optional[_Union[JobFinished, _Mapping]] = ...) -> None: ...
+    filtering_result: FilteringResult
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., validation_result: _Optional[_Union[ValidationResult, _Mapping]] = ..., batch: _Optional[_Union[DocumentBatch, _Mapping]] = ..., job_finished: _Optional[_Union[JobFinished, _Mapping]] = ..., filtering_result: _Optional[_Union[FilteringResult, _Mapping]] = ...) -> None: ...
 
 class ControlMessage(_message.Message):
-    __slots__ = ("welcome", "validate_configuration", "assign_job", "batch_ack", "cancel_job", "connector_refused")
+    __slots__ = ("welcome", "validate_configuration", "assign_job", "batch_ack", "cancel_job", "connector_refused", "validate_filtering")
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     VALIDATE_CONFIGURATION_FIELD_NUMBER: _ClassVar[int]
     ASSIGN_JOB_FIELD_NUMBER: _ClassVar[int]
     BATCH_ACK_FIELD_NUMBER: _ClassVar[int]
     CANCEL_JOB_FIELD_NUMBER: _ClassVar[int]
     CONNECTOR_REFUSED_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_FILTERING_FIELD_NUMBER: _ClassVar[int]
     welcome: Welcome
     validate_configuration: ValidateConfiguration
     assign_job: AssignJob
     batch_ack: BatchAck
     cancel_job: CancelJob
     connector_refused: ConnectorRefused
-    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., validate_configuration: _Optional[_Union[ValidateConfiguration, _Mapping]] = ..., assign_job: _Optional[_Union[AssignJob, _Mapping]] = ..., batch_ack: _Optional[_Union[BatchAck, _Mapping]] = ..., cancel_job: _Optional[_Union[CancelJob, _Mapping]] = ..., connector_refused: _Optional[_Union[ConnectorRefused, _Mapping]] = ...) -> None: ...
+    validate_filtering: ValidateFiltering
+    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., validate_configuration: _Optional[_Union[ValidateConfiguration, _Mapping]] = ..., assign_job: _Optional[_Union[AssignJob, _Mapping]] = ..., batch_ack: _Optional[_Union[BatchAck, _Mapping]] = ..., cancel_job: _Optional[_Union[CancelJob, _Mapping]] = ..., connector_refused: _Optional[_Union[ConnectorRefused, _Mapping]] = ..., validate_filtering: _Optional[_Union[ValidateFiltering, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("protocol_version", "agent_version", "hostname", "connectors", "max_concurrent_jobs")
@@ -149,7 +153,7 @@ class ValidationResult(_message.Message):
     def __init__(self, connector_id: _Optional[str] = ..., revision: _Optional[str] = ..., ok: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
 
 class AssignJob(_message.Message):
-    __slots__ = ("job_id", "lease_id", "connector_id", "job_type", "configuration", "index_name", "resume_checkpoint", "flow_control")
+    __slots__ = ("job_id", "lease_id", "connector_id", "job_type", "configuration", "index_name", "resume_checkpoint", "flow_control", "filtering")
     class ConfigurationEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -165,6 +169,7 @@ class AssignJob(_message.Message):
     INDEX_NAME_FIELD_NUMBER: _ClassVar[int]
     RESUME_CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     FLOW_CONTROL_FIELD_NUMBER: _ClassVar[int]
+    FILTERING_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     lease_id: str
     connector_id: str
@@ -173,7 +178,8 @@ class AssignJob(_message.Message):
     index_name: str
     resume_checkpoint: bytes
     flow_control: FlowControl
-    def __init__(self, job_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., connector_id: _Optional[str] = ..., job_type: _Optional[_Union[_sync_job_pb2.JobType, str]] = ..., configuration: _Optional[_Mapping[str, _struct_pb2.Value]] = ..., index_name: _Optional[str] = ..., resume_checkpoint: _Optional[bytes] = ..., flow_control: _Optional[_Union[FlowControl, _Mapping]] = ...) -> None: ...
+    filtering: SyncRules
+    def __init__(self, job_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., connector_id: _Optional[str] = ..., job_type: _Optional[_Union[_sync_job_pb2.JobType, str]] = ..., configuration: _Optional[_Mapping[str, _struct_pb2.Value]] = ..., index_name: _Optional[str] = ..., resume_checkpoint: _Optional[bytes] = ..., flow_control: _Optional[_Union[FlowControl, _Mapping]] = ..., filtering: _Optional[_Union[SyncRules, _Mapping]] = ...) -> None: ...
 
 class Document(_message.Message):
     __slots__ = ("id", "source")
@@ -262,3 +268,40 @@ class ConnectorRefused(_message.Message):
     connector_id: str
     reason: str
     def __init__(self, connector_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class SyncRules(_message.Message):
+    __slots__ = ("rules", "advanced_snippet")
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    ADVANCED_SNIPPET_FIELD_NUMBER: _ClassVar[int]
+    rules: _containers.RepeatedCompositeFieldContainer[_connector_pb2.FilteringRule]
+    advanced_snippet: _struct_pb2.Value
+    def __init__(self, rules: _Optional[_Iterable[_Union[_connector_pb2.FilteringRule, _Mapping]]] = ..., advanced_snippet: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ...) -> None: ...
+
+class ValidateFiltering(_message.Message):
+    __slots__ = ("connector_id", "revision", "configuration", "rules")
+    class ConfigurationEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: _struct_pb2.Value
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ...) -> None: ...
+    CONNECTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    CONFIGURATION_FIELD_NUMBER: _ClassVar[int]
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    connector_id: str
+    revision: str
+    configuration: _containers.MessageMap[str, _struct_pb2.Value]
+    rules: SyncRules
+    def __init__(self, connector_id: _Optional[str] = ..., revision: _Optional[str] = ..., configuration: _Optional[_Mapping[str, _struct_pb2.Value]] = ..., rules: _Optional[_Union[SyncRules, _Mapping]] = ...) -> None: ...
+
+class FilteringResult(_message.Message):
+    __slots__ = ("connector_id", "revision", "errors")
+    CONNECTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    connector_id: str
+    revision: str
+    errors: _containers.RepeatedCompositeFieldContainer[_connector_pb2.FilteringValidationError]
+    def __init__(self, connector_id: _Optional[str] = ..., revision: _Optional[str] = ..., errors: _Optional[_Iterable[_Union[_connector_pb2.FilteringValidationError, _Mapping]]] = ...) -> None: ...

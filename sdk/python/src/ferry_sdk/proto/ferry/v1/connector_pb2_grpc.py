@@ -65,6 +65,36 @@ class ConnectorServiceStub:
                 request_serializer=ferry_dot_v1_dot_connector__pb2.UpdateConfigurationRequest.SerializeToString,
                 response_deserializer=ferry_dot_v1_dot_connector__pb2.UpdateConfigurationResponse.FromString,
                 _registered_method=True)
+        self.UpdateScheduling = channel.unary_unary(
+                '/ferry.v1.ConnectorService/UpdateScheduling',
+                request_serializer=ferry_dot_v1_dot_connector__pb2.UpdateSchedulingRequest.SerializeToString,
+                response_deserializer=ferry_dot_v1_dot_connector__pb2.UpdateSchedulingResponse.FromString,
+                _registered_method=True)
+        self.UpdateFiltering = channel.unary_unary(
+                '/ferry.v1.ConnectorService/UpdateFiltering',
+                request_serializer=ferry_dot_v1_dot_connector__pb2.UpdateFilteringRequest.SerializeToString,
+                response_deserializer=ferry_dot_v1_dot_connector__pb2.UpdateFilteringResponse.FromString,
+                _registered_method=True)
+        self.UpdatePipeline = channel.unary_unary(
+                '/ferry.v1.ConnectorService/UpdatePipeline',
+                request_serializer=ferry_dot_v1_dot_connector__pb2.UpdatePipelineRequest.SerializeToString,
+                response_deserializer=ferry_dot_v1_dot_connector__pb2.UpdatePipelineResponse.FromString,
+                _registered_method=True)
+        self.UpdateIndexName = channel.unary_unary(
+                '/ferry.v1.ConnectorService/UpdateIndexName',
+                request_serializer=ferry_dot_v1_dot_connector__pb2.UpdateIndexNameRequest.SerializeToString,
+                response_deserializer=ferry_dot_v1_dot_connector__pb2.UpdateIndexNameResponse.FromString,
+                _registered_method=True)
+        self.UpdateName = channel.unary_unary(
+                '/ferry.v1.ConnectorService/UpdateName',
+                request_serializer=ferry_dot_v1_dot_connector__pb2.UpdateNameRequest.SerializeToString,
+                response_deserializer=ferry_dot_v1_dot_connector__pb2.UpdateNameResponse.FromString,
+                _registered_method=True)
+        self.UpdateServiceType = channel.unary_unary(
+                '/ferry.v1.ConnectorService/UpdateServiceType',
+                request_serializer=ferry_dot_v1_dot_connector__pb2.UpdateServiceTypeRequest.SerializeToString,
+                response_deserializer=ferry_dot_v1_dot_connector__pb2.UpdateServiceTypeResponse.FromString,
+                _registered_method=True)
 
 
 class ConnectorServiceServicer:
@@ -113,6 +143,53 @@ class ConnectorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateScheduling(self, request, context):
+        """Sets the sync schedules. Entries not given are kept. Intervals are
+        Quartz cron expressions in UTC with the seconds field kept:
+        `*/10 * * * * ?` runs every ten seconds.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateFiltering(self, request, context):
+        """Sets the draft sync rules (basic rules and the advanced snippet). The
+        draft is validated by the agent serving the connector and becomes the
+        active filtering only when valid; errors show on `filtering[].draft.validation`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdatePipeline(self, request, context):
+        """Sets the ingest pipeline passed on bulk requests.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateIndexName(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateName(self, request, context):
+        """Sets name and description.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateServiceType(self, request, context):
+        """Changes the kind of source. The configuration is cleared and the
+        connector starts over (`created`) until an agent of the new kind
+        registers its schema.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConnectorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -145,6 +222,36 @@ def add_ConnectorServiceServicer_to_server(servicer, server):
                     servicer.UpdateConfiguration,
                     request_deserializer=ferry_dot_v1_dot_connector__pb2.UpdateConfigurationRequest.FromString,
                     response_serializer=ferry_dot_v1_dot_connector__pb2.UpdateConfigurationResponse.SerializeToString,
+            ),
+            'UpdateScheduling': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateScheduling,
+                    request_deserializer=ferry_dot_v1_dot_connector__pb2.UpdateSchedulingRequest.FromString,
+                    response_serializer=ferry_dot_v1_dot_connector__pb2.UpdateSchedulingResponse.SerializeToString,
+            ),
+            'UpdateFiltering': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateFiltering,
+                    request_deserializer=ferry_dot_v1_dot_connector__pb2.UpdateFilteringRequest.FromString,
+                    response_serializer=ferry_dot_v1_dot_connector__pb2.UpdateFilteringResponse.SerializeToString,
+            ),
+            'UpdatePipeline': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdatePipeline,
+                    request_deserializer=ferry_dot_v1_dot_connector__pb2.UpdatePipelineRequest.FromString,
+                    response_serializer=ferry_dot_v1_dot_connector__pb2.UpdatePipelineResponse.SerializeToString,
+            ),
+            'UpdateIndexName': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateIndexName,
+                    request_deserializer=ferry_dot_v1_dot_connector__pb2.UpdateIndexNameRequest.FromString,
+                    response_serializer=ferry_dot_v1_dot_connector__pb2.UpdateIndexNameResponse.SerializeToString,
+            ),
+            'UpdateName': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateName,
+                    request_deserializer=ferry_dot_v1_dot_connector__pb2.UpdateNameRequest.FromString,
+                    response_serializer=ferry_dot_v1_dot_connector__pb2.UpdateNameResponse.SerializeToString,
+            ),
+            'UpdateServiceType': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateServiceType,
+                    request_deserializer=ferry_dot_v1_dot_connector__pb2.UpdateServiceTypeRequest.FromString,
+                    response_serializer=ferry_dot_v1_dot_connector__pb2.UpdateServiceTypeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -310,6 +417,168 @@ class ConnectorService:
             '/ferry.v1.ConnectorService/UpdateConfiguration',
             ferry_dot_v1_dot_connector__pb2.UpdateConfigurationRequest.SerializeToString,
             ferry_dot_v1_dot_connector__pb2.UpdateConfigurationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateScheduling(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ferry.v1.ConnectorService/UpdateScheduling',
+            ferry_dot_v1_dot_connector__pb2.UpdateSchedulingRequest.SerializeToString,
+            ferry_dot_v1_dot_connector__pb2.UpdateSchedulingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateFiltering(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ferry.v1.ConnectorService/UpdateFiltering',
+            ferry_dot_v1_dot_connector__pb2.UpdateFilteringRequest.SerializeToString,
+            ferry_dot_v1_dot_connector__pb2.UpdateFilteringResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdatePipeline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ferry.v1.ConnectorService/UpdatePipeline',
+            ferry_dot_v1_dot_connector__pb2.UpdatePipelineRequest.SerializeToString,
+            ferry_dot_v1_dot_connector__pb2.UpdatePipelineResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateIndexName(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ferry.v1.ConnectorService/UpdateIndexName',
+            ferry_dot_v1_dot_connector__pb2.UpdateIndexNameRequest.SerializeToString,
+            ferry_dot_v1_dot_connector__pb2.UpdateIndexNameResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateName(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ferry.v1.ConnectorService/UpdateName',
+            ferry_dot_v1_dot_connector__pb2.UpdateNameRequest.SerializeToString,
+            ferry_dot_v1_dot_connector__pb2.UpdateNameResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateServiceType(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ferry.v1.ConnectorService/UpdateServiceType',
+            ferry_dot_v1_dot_connector__pb2.UpdateServiceTypeRequest.SerializeToString,
+            ferry_dot_v1_dot_connector__pb2.UpdateServiceTypeResponse.FromString,
             options,
             channel_credentials,
             insecure,

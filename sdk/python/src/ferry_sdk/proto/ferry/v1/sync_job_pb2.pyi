@@ -33,7 +33,7 @@ TRIGGER_METHOD_ON_DEMAND: TriggerMethod
 TRIGGER_METHOD_SCHEDULED: TriggerMethod
 
 class SyncJobConnector(_message.Message):
-    __slots__ = ("id", "index_name", "service_type", "language", "configuration")
+    __slots__ = ("id", "index_name", "service_type", "language", "configuration", "filtering", "pipeline")
     class ConfigurationEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -46,15 +46,19 @@ class SyncJobConnector(_message.Message):
     SERVICE_TYPE_FIELD_NUMBER: _ClassVar[int]
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     CONFIGURATION_FIELD_NUMBER: _ClassVar[int]
+    FILTERING_FIELD_NUMBER: _ClassVar[int]
+    PIPELINE_FIELD_NUMBER: _ClassVar[int]
     id: str
     index_name: str
     service_type: str
     language: str
     configuration: _containers.MessageMap[str, _connector_pb2.ConfigField]
-    def __init__(self, id: _Optional[str] = ..., index_name: _Optional[str] = ..., service_type: _Optional[str] = ..., language: _Optional[str] = ..., configuration: _Optional[_Mapping[str, _connector_pb2.ConfigField]] = ...) -> None: ...
+    filtering: _containers.RepeatedCompositeFieldContainer[_connector_pb2.Filtering]
+    pipeline: _connector_pb2.Pipeline
+    def __init__(self, id: _Optional[str] = ..., index_name: _Optional[str] = ..., service_type: _Optional[str] = ..., language: _Optional[str] = ..., configuration: _Optional[_Mapping[str, _connector_pb2.ConfigField]] = ..., filtering: _Optional[_Iterable[_Union[_connector_pb2.Filtering, _Mapping]]] = ..., pipeline: _Optional[_Union[_connector_pb2.Pipeline, _Mapping]] = ...) -> None: ...
 
 class SyncJob(_message.Message):
-    __slots__ = ("id", "connector_id", "job_type", "trigger_method", "status", "error", "created_at", "started_at", "last_seen", "completed_at", "cancelation_requested_at", "canceled_at", "indexed_document_count", "indexed_document_volume", "deleted_document_count", "total_document_count", "worker_hostname", "metadata", "connector")
+    __slots__ = ("id", "connector_id", "job_type", "trigger_method", "status", "error", "created_at", "started_at", "last_seen", "completed_at", "cancelation_requested_at", "canceled_at", "indexed_document_count", "indexed_document_volume", "deleted_document_count", "total_document_count", "worker_hostname", "metadata", "connector", "docs_per_second")
     ID_FIELD_NUMBER: _ClassVar[int]
     CONNECTOR_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +78,7 @@ class SyncJob(_message.Message):
     WORKER_HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     CONNECTOR_FIELD_NUMBER: _ClassVar[int]
+    DOCS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     id: str
     connector_id: str
     job_type: JobType
@@ -93,7 +98,8 @@ class SyncJob(_message.Message):
     worker_hostname: str
     metadata: _struct_pb2.Struct
     connector: SyncJobConnector
-    def __init__(self, id: _Optional[str] = ..., connector_id: _Optional[str] = ..., job_type: _Optional[_Union[JobType, str]] = ..., trigger_method: _Optional[_Union[TriggerMethod, str]] = ..., status: _Optional[_Union[_connector_pb2.SyncStatus, str]] = ..., error: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cancelation_requested_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., canceled_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., indexed_document_count: _Optional[int] = ..., indexed_document_volume: _Optional[int] = ..., deleted_document_count: _Optional[int] = ..., total_document_count: _Optional[int] = ..., worker_hostname: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., connector: _Optional[_Union[SyncJobConnector, _Mapping]] = ...) -> None: ...
+    docs_per_second: float
+    def __init__(self, id: _Optional[str] = ..., connector_id: _Optional[str] = ..., job_type: _Optional[_Union[JobType, str]] = ..., trigger_method: _Optional[_Union[TriggerMethod, str]] = ..., status: _Optional[_Union[_connector_pb2.SyncStatus, str]] = ..., error: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cancelation_requested_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., canceled_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., indexed_document_count: _Optional[int] = ..., indexed_document_volume: _Optional[int] = ..., deleted_document_count: _Optional[int] = ..., total_document_count: _Optional[int] = ..., worker_hostname: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., connector: _Optional[_Union[SyncJobConnector, _Mapping]] = ..., docs_per_second: _Optional[float] = ...) -> None: ...
 
 class CreateSyncJobRequest(_message.Message):
     __slots__ = ("connector_id", "job_type")
@@ -153,3 +159,15 @@ class CancelSyncJobResponse(_message.Message):
     SYNC_JOB_FIELD_NUMBER: _ClassVar[int]
     sync_job: SyncJob
     def __init__(self, sync_job: _Optional[_Union[SyncJob, _Mapping]] = ...) -> None: ...
+
+class DeleteSyncJobRequest(_message.Message):
+    __slots__ = ("sync_job_id",)
+    SYNC_JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    sync_job_id: str
+    def __init__(self, sync_job_id: _Optional[str] = ...) -> None: ...
+
+class DeleteSyncJobResponse(_message.Message):
+    __slots__ = ("acknowledged",)
+    ACKNOWLEDGED_FIELD_NUMBER: _ClassVar[int]
+    acknowledged: bool
+    def __init__(self, acknowledged: _Optional[bool] = ...) -> None: ...

@@ -54,6 +54,11 @@ class SyncJobServiceStub:
                 request_serializer=ferry_dot_v1_dot_sync__job__pb2.CancelSyncJobRequest.SerializeToString,
                 response_deserializer=ferry_dot_v1_dot_sync__job__pb2.CancelSyncJobResponse.FromString,
                 _registered_method=True)
+        self.DeleteSyncJob = channel.unary_unary(
+                '/ferry.v1.SyncJobService/DeleteSyncJob',
+                request_serializer=ferry_dot_v1_dot_sync__job__pb2.DeleteSyncJobRequest.SerializeToString,
+                response_deserializer=ferry_dot_v1_dot_sync__job__pb2.DeleteSyncJobResponse.FromString,
+                _registered_method=True)
 
 
 class SyncJobServiceServicer:
@@ -86,6 +91,13 @@ class SyncJobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteSyncJob(self, request, context):
+        """Deletes a job that is not running (cancel a running job first).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SyncJobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -108,6 +120,11 @@ def add_SyncJobServiceServicer_to_server(servicer, server):
                     servicer.CancelSyncJob,
                     request_deserializer=ferry_dot_v1_dot_sync__job__pb2.CancelSyncJobRequest.FromString,
                     response_serializer=ferry_dot_v1_dot_sync__job__pb2.CancelSyncJobResponse.SerializeToString,
+            ),
+            'DeleteSyncJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSyncJob,
+                    request_deserializer=ferry_dot_v1_dot_sync__job__pb2.DeleteSyncJobRequest.FromString,
+                    response_serializer=ferry_dot_v1_dot_sync__job__pb2.DeleteSyncJobResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -218,6 +235,33 @@ class SyncJobService:
             '/ferry.v1.SyncJobService/CancelSyncJob',
             ferry_dot_v1_dot_sync__job__pb2.CancelSyncJobRequest.SerializeToString,
             ferry_dot_v1_dot_sync__job__pb2.CancelSyncJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSyncJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ferry.v1.SyncJobService/DeleteSyncJob',
+            ferry_dot_v1_dot_sync__job__pb2.DeleteSyncJobRequest.SerializeToString,
+            ferry_dot_v1_dot_sync__job__pb2.DeleteSyncJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

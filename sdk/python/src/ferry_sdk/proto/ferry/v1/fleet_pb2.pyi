@@ -1,0 +1,69 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class AgentInfo(_message.Message):
+    __slots__ = ("agent_id", "session_id", "version", "address", "hostname", "connected_since", "last_heartbeat", "connectors", "running_job_ids", "max_concurrent_jobs", "control_plane")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_SINCE_FIELD_NUMBER: _ClassVar[int]
+    LAST_HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    CONNECTORS_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_JOB_IDS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENT_JOBS_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_PLANE_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    session_id: str
+    version: str
+    address: str
+    hostname: str
+    connected_since: _timestamp_pb2.Timestamp
+    last_heartbeat: _timestamp_pb2.Timestamp
+    connectors: _containers.RepeatedScalarFieldContainer[str]
+    running_job_ids: _containers.RepeatedScalarFieldContainer[str]
+    max_concurrent_jobs: int
+    control_plane: str
+    def __init__(self, agent_id: _Optional[str] = ..., session_id: _Optional[str] = ..., version: _Optional[str] = ..., address: _Optional[str] = ..., hostname: _Optional[str] = ..., connected_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., connectors: _Optional[_Iterable[str]] = ..., running_job_ids: _Optional[_Iterable[str]] = ..., max_concurrent_jobs: _Optional[int] = ..., control_plane: _Optional[str] = ...) -> None: ...
+
+class ListAgentsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListAgentsResponse(_message.Message):
+    __slots__ = ("agents",)
+    AGENTS_FIELD_NUMBER: _ClassVar[int]
+    agents: _containers.RepeatedCompositeFieldContainer[AgentInfo]
+    def __init__(self, agents: _Optional[_Iterable[_Union[AgentInfo, _Mapping]]] = ...) -> None: ...
+
+class GetConnectorAgentsRequest(_message.Message):
+    __slots__ = ("connector_id",)
+    CONNECTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    connector_id: str
+    def __init__(self, connector_id: _Optional[str] = ...) -> None: ...
+
+class GetConnectorAgentsResponse(_message.Message):
+    __slots__ = ("may_serve", "serving", "running_jobs")
+    class RunningJobsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    MAY_SERVE_FIELD_NUMBER: _ClassVar[int]
+    SERVING_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_JOBS_FIELD_NUMBER: _ClassVar[int]
+    may_serve: _containers.RepeatedCompositeFieldContainer[AgentInfo]
+    serving: _containers.RepeatedCompositeFieldContainer[AgentInfo]
+    running_jobs: _containers.ScalarMap[str, str]
+    def __init__(self, may_serve: _Optional[_Iterable[_Union[AgentInfo, _Mapping]]] = ..., serving: _Optional[_Iterable[_Union[AgentInfo, _Mapping]]] = ..., running_jobs: _Optional[_Mapping[str, str]] = ...) -> None: ...
