@@ -161,6 +161,17 @@ pub fn connector(v: &Versioned<ConnectorDoc>) -> proto::Connector {
         sync_cursor: c.sync_cursor.as_object().map(json_to_struct),
         deleted: c.deleted,
         api_key_id: c.api_key_id.clone().unwrap_or_default(),
+        allowed_agents: c.ferry.allowed_agents.clone(),
+        refused_agents: c
+            .ferry
+            .refused_agents
+            .iter()
+            .map(|r| proto::RefusedAgent {
+                agent_id: r.agent_id.clone(),
+                reason: r.reason.clone(),
+                at: to_proto_ts(&r.at),
+            })
+            .collect(),
     }
 }
 

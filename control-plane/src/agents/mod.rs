@@ -2,7 +2,9 @@
 //! from certificates, the registry of live sessions, and the registration
 //! of connectors (schemas, configuration checks, `last_seen`).
 
+pub mod authz;
 pub mod identity;
 pub mod registration;
 pub mod registry;
 pub mod service;
+pub mod tls;

@@ -47,6 +47,8 @@ pub struct SessionState {
     /// connector id → when this session last wrote `last_seen`.
     pub last_seen_written: HashMap<String, std::time::Instant>,
     pub refused: std::collections::HashSet<String>,
+    /// Unbound connectors this session was warned about (once each).
+    pub warned_unbound: std::collections::HashSet<String>,
 }
 
 #[derive(Debug, Clone)]
