@@ -161,6 +161,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
             }
         }
         loops.wait().await;
+        // Sessions hand their jobs back (pending, checkpoint kept) and then
+        // leave the registry.
+        while !app.registry.all().is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     };
     if tokio::time::timeout(SHUTDOWN_DEADLINE, drain).await.is_err() {
         tracing::warn!(

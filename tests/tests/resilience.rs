@@ -209,3 +209,58 @@ async fn overloaded_elasticsearch_loses_nothing() {
     }
     drop(agent);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_hands_jobs_back_for_resume() {
+    let (world, cp, admin) = setup().await;
+    let mut cp = cp;
+    let agent_cfg = world.agent_config(&cp.agents_url(), "agent-1", CONNECTOR).unwrap();
+    let mut first = Agent::start(agent_cfg.clone()).expect("agent");
+    let mut second: Option<Agent> = None;
+    let mut restarted: Option<ControlPlane> = None;
+    let t0 = Instant::now();
+    let result = async {
+        admin.configure(CONNECTOR, world.pg_values(CONNECTOR)).await?;
+        let job_id = admin.create_job(CONNECTOR).await?;
+
+        // SIGTERM the agent mid-sync: it stops its job and exits promptly;
+        // the control plane hands the job back.
+        admin.wait_indexed(&job_id, 3_000).await?;
+        let stopping = Instant::now();
+        ensure!(first.service.terminate_within(Duration::from_secs(15)).is_some(), "agent ignored SIGTERM");
+        let agent_exit = stopping.elapsed();
+        wait_until("the job to be handed back after the agent's SIGTERM", STEP, || async {
+            let j = admin.job(&job_id).await?;
+            Ok((j["status"] == "SYNC_STATUS_PENDING").then_some(()))
+        })
+        .await?;
+        second = Some(Agent::start(agent_cfg.clone())?);
+
+        // SIGTERM the control plane mid-sync: it hands the job back itself
+        // before exiting (no lease expiry needed).
+        let j = admin.wait_indexed(&job_id, 10_000).await?;
+        ensure!(metadata_u64(&j, "attempts") == Some(2), "{j}");
+        let stopping = Instant::now();
+        let status = cp.service.terminate_within(Duration::from_secs(30));
+        ensure!(status.is_some(), "the control plane did not exit within 30 s of SIGTERM");
+        let cp_exit = stopping.elapsed();
+        let raw = world.es.get_doc(".elastic-connectors-sync-jobs", &job_id).await?.context("job doc")?;
+        ensure!(raw["status"] == "pending", "the control plane exited without handing the job back: {raw}");
+        restarted = Some(ControlPlane::start(cp.config.clone())?);
+        let job = admin.wait_completed(&job_id, STEP).await?;
+        ensure!(world.es.count(INDEX).await? == ROWS, "_count");
+        let per_attempt = documents_per_attempt(&job);
+        ensure!(per_attempt.len() == 3 && per_attempt.iter().all(|&n| n < ROWS), "{per_attempt:?}");
+        ensure!(per_attempt.iter().sum::<u64>() >= ROWS, "{per_attempt:?}");
+        eprintln!(
+            "sigterm: {:?}; agent exited in {agent_exit:?}, control plane in {cp_exit:?}; per attempt {per_attempt:?}",
+            t0.elapsed()
+        );
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    if let Err(e) = result {
+        panic!("{e:?}");
+    }
+    drop((second, restarted));
+}

@@ -159,8 +159,12 @@ impl JobRun {
                     failed: outcome.failed as u32,
                 }
             });
-            on_done(result).await;
+            // The permit goes back before the ack leaves: the agent may send
+            // its next batch the moment it reads the ack, and that batch must
+            // find room in the window (or the agent would be cut off for a
+            // flow-control violation it did not commit).
             drop(permit);
+            on_done(result).await;
         });
         Ok(())
     }
