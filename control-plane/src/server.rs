@@ -139,12 +139,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     );
     let s1 = shutdown.clone();
     let s2 = shutdown.clone();
-    let agents = tokio::spawn(
-        agents_server.serve_with_incoming_shutdown(
-            crate::agents::tls::incoming(agents_listener, agents_tls, shutdown.clone()),
-            async move { s1.cancelled().await },
-        ),
-    );
+    let agents = tokio::spawn(agents_server.serve_with_incoming_shutdown(
+        crate::agents::tls::incoming(agents_listener, agents_tls, shutdown.clone()),
+        async move { s1.cancelled().await },
+    ));
     let admin = tokio::spawn(
         admin_server.serve_with_incoming_shutdown(TcpListenerStream::new(admin_listener), async move {
             s2.cancelled().await

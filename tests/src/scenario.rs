@@ -136,8 +136,11 @@ impl Admin {
             Ok((c["status"] != "CONNECTOR_STATUS_CREATED").then_some(()))
         })
         .await?;
-        self.call(&format!("{CONNECTORS}/UpdateConfiguration"), json!({"connector_id": id, "values": values}))
-            .await?;
+        self.call(
+            &format!("{CONNECTORS}/UpdateConfiguration"),
+            json!({"connector_id": id, "values": values}),
+        )
+        .await?;
         wait_until("the connector to be connected", STEP, || async {
             let c = self.connector(id).await?;
             match c["status"].as_str() {

@@ -78,7 +78,9 @@ async fn only_allowed_agents_receive_a_bound_connectors_jobs() {
         let cp_logs = cp.logs();
         ensure!(cp_logs.contains("agent refused for the connector"), "no refusal in the control plane log");
         ensure!(
-            !cp_logs.lines().any(|l| l.contains("configuration checked by the agent") && l.contains("agent-intruder")),
+            !cp_logs
+                .lines()
+                .any(|l| l.contains("configuration checked by the agent") && l.contains("agent-intruder")),
             "the intruder was sent the configuration:\n{cp_logs}"
         );
 

@@ -26,8 +26,10 @@ const CONNECTOR: &str = "shop";
 async fn two_control_planes_two_agents_ten_jobs_each_runs_once() {
     let world = World::start().expect("PostgreSQL, osmem, PKI");
     world.load_items(CONNECTOR, ROWS).await.expect("load rows");
-    let cp1 = ControlPlane::start(world.control_plane_config(world.es.url()).unwrap()).expect("control plane 1");
-    let cp2 = ControlPlane::start(world.control_plane_config(world.es.url()).unwrap()).expect("control plane 2");
+    let cp1 =
+        ControlPlane::start(world.control_plane_config(world.es.url()).unwrap()).expect("control plane 1");
+    let cp2 =
+        ControlPlane::start(world.control_plane_config(world.es.url()).unwrap()).expect("control plane 2");
     let admins = [Admin::new(&world.grpc, cp1.admin_addr()), Admin::new(&world.grpc, cp2.admin_addr())];
     admins[0].put_connector(CONNECTOR, CONNECTOR).await.expect("PutConnector");
     let agent_a = Agent::start(world.agent_config(&cp1.agents_url(), "agent-a", CONNECTOR).unwrap()).unwrap();
@@ -66,10 +68,13 @@ async fn two_control_planes_two_agents_ten_jobs_each_runs_once() {
             let worker = raw["worker_hostname"].as_str().unwrap_or_default().to_owned();
             ensure!(worker == "agent-a" || worker == "agent-b", "job {id} worker {worker:?}");
             ensure!(raw["ferry"]["agent_id"] == worker.as_str(), "job {id}: {raw}");
-            let starts = logs.lines().filter(|l| l.contains("job started") && l.contains(id.as_str())).count();
+            let starts =
+                logs.lines().filter(|l| l.contains("job started") && l.contains(id.as_str())).count();
             ensure!(starts == 1, "job {id} started {starts} times in the agents' logs");
             *by_worker.entry(worker).or_default() += 1;
-            *by_cp.entry(raw["ferry"]["control_plane"].as_str().unwrap_or_default().to_owned()).or_default() += 1;
+            *by_cp
+                .entry(raw["ferry"]["control_plane"].as_str().unwrap_or_default().to_owned())
+                .or_default() += 1;
         }
         // One running job per connector: no two jobs overlap.
         let mut spans: Vec<(f64, f64, &str)> = ids
@@ -79,7 +84,12 @@ async fn two_control_planes_two_agents_ten_jobs_each_runs_once() {
             .collect();
         spans.sort_by(|a, b| a.0.total_cmp(&b.0));
         for w in spans.windows(2) {
-            ensure!(w[1].0 >= w[0].1, "jobs {} and {} of one connector ran at the same time: {spans:?}", w[0].2, w[1].2);
+            ensure!(
+                w[1].0 >= w[0].1,
+                "jobs {} and {} of one connector ran at the same time: {spans:?}",
+                w[0].2,
+                w[1].2
+            );
         }
         ensure!(world.es.count(CONNECTOR).await? == ROWS, "_count");
         eprintln!("replicas: {:?}; jobs per agent {by_worker:?}; per control plane {by_cp:?}", t0.elapsed());

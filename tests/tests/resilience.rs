@@ -44,7 +44,10 @@ async fn assert_resumed(world: &World, job: &Value) -> anyhow::Result<()> {
     );
     ensure!(per_attempt[0] + per_attempt[1] >= ROWS, "rows missing: {per_attempt:?}");
     let rows_read = metadata_u64(job, "rows_read").context("metadata.rows_read from the agent")?;
-    ensure!(rows_read == per_attempt[1], "agent's rows_read {rows_read} vs documents received {per_attempt:?}");
+    ensure!(
+        rows_read == per_attempt[1],
+        "agent's rows_read {rows_read} vs documents received {per_attempt:?}"
+    );
     ensure!(job["error"].as_str().unwrap_or_default().is_empty(), "{job}");
     ensure!(metadata_u64(job, "rejected_document_count") == Some(0), "{job}");
     Ok(())
@@ -79,7 +82,10 @@ async fn agent_killed_mid_sync_resumes_from_checkpoint() {
         })
         .await?;
         ensure!(
-            pending["metadata"]["ferry_last_interruption"]["reason"].as_str().unwrap_or_default().contains("agent-1"),
+            pending["metadata"]["ferry_last_interruption"]["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("agent-1"),
             "the interruption is not recorded on the job: {pending}"
         );
         second = Some(Agent::start(agent_cfg.clone())?);
@@ -100,7 +106,8 @@ async fn agent_killed_mid_sync_resumes_from_checkpoint() {
 async fn control_plane_killed_mid_sync_resumes_after_restart() {
     let (world, cp, admin) = setup().await;
     let mut cp = cp;
-    let agent = Agent::start(world.agent_config(&cp.agents_url(), "agent-1", CONNECTOR).unwrap()).expect("agent");
+    let agent =
+        Agent::start(world.agent_config(&cp.agents_url(), "agent-1", CONNECTOR).unwrap()).expect("agent");
     let mut restarted: Option<ControlPlane> = None;
     let t0 = Instant::now();
     let result = async {
@@ -180,12 +187,14 @@ async fn overloaded_elasticsearch_loses_nothing() {
     world.load_items(CONNECTOR, ROWS).await.expect("load rows");
     // Every 3rd bulk request is answered 429 whole; in the others every
     // 7th item is rejected with 429.
-    let proxy = FaultProxy::start(world.es.url(), FaultPlan { reject_every_nth_bulk: 3, item_429_every_nth: 7 })
-        .await
-        .expect("fault proxy");
+    let proxy =
+        FaultProxy::start(world.es.url(), FaultPlan { reject_every_nth_bulk: 3, item_429_every_nth: 7 })
+            .await
+            .expect("fault proxy");
     let cp = ControlPlane::start(world.control_plane_config(&proxy.url()).unwrap()).expect("control plane");
     let admin = Admin::new(&world.grpc, cp.admin_addr());
-    let agent = Agent::start(world.agent_config(&cp.agents_url(), "agent-1", CONNECTOR).unwrap()).expect("agent");
+    let agent =
+        Agent::start(world.agent_config(&cp.agents_url(), "agent-1", CONNECTOR).unwrap()).expect("agent");
     let t0 = Instant::now();
     let result = async {
         admin.put_connector(CONNECTOR, INDEX).await?;

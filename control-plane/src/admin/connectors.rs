@@ -157,8 +157,8 @@ impl Connectors {
         r: proto::UpdateAllowedAgentsRequest,
     ) -> Result<Versioned<ConnectorDoc>> {
         validate::connector_id("connector_id", &r.connector_id)?;
-        let allowed =
-            crate::agents::authz::normalize_allowed(&r.allowed_agents).map_err(|m| Error::invalid("allowed_agents", m))?;
+        let allowed = crate::agents::authz::normalize_allowed(&r.allowed_agents)
+            .map_err(|m| Error::invalid("allowed_agents", m))?;
         let updated = self
             .app
             .stores

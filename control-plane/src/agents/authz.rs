@@ -116,7 +116,9 @@ mod tests {
         assert_eq!(verdict(&c, "agent-a", false), Verdict::Allowed);
         assert_eq!(verdict(&c, "agent-a", true), Verdict::Allowed);
         let v = verdict(&c, "agent-x", false);
-        assert!(matches!(&v, Verdict::Refused(r) if r.contains("agent-x") && r.contains("UpdateAllowedAgents")));
+        assert!(
+            matches!(&v, Verdict::Refused(r) if r.contains("agent-x") && r.contains("UpdateAllowedAgents"))
+        );
     }
 
     #[test]

@@ -47,7 +47,8 @@ fn read_certs(what: &str, path: &std::path::Path) -> Result<Vec<CertificateDer<'
 pub fn server_config(t: &ServerTls) -> Result<Arc<rustls::ServerConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let certs = read_certs("agents.tls.cert", &t.cert)?;
-    let key_pem = std::fs::read(&t.key).map_err(|e| format!("cannot read agents.tls.key {}: {e}", t.key.display()))?;
+    let key_pem =
+        std::fs::read(&t.key).map_err(|e| format!("cannot read agents.tls.key {}: {e}", t.key.display()))?;
     let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_slice())
         .map_err(|e| format!("agents.tls.key {} is not PEM: {e}", t.key.display()))?
         .ok_or_else(|| format!("agents.tls.key {} holds no private key", t.key.display()))?;

@@ -20,6 +20,10 @@ use crate::store::Change;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
+/// How long a release waits for in-flight batches before abandoning them
+/// (below the shutdown deadline).
+pub const RELEASE_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A job whose agent vanished this many times is failed instead of resumed.
 pub const MAX_ATTEMPTS: u32 = 10;
 
@@ -305,7 +309,7 @@ pub async fn finish(app: &App, run: &JobRun, finished: &proto::JobFinished) -> R
 /// The run's session is gone: hand the job back (`pending`, checkpoint kept)
 /// so the next available agent resumes it.
 pub async fn release(app: &App, run: &JobRun, why: &str) -> Result<()> {
-    run.drain().await;
+    run.drain_or_abandon(RELEASE_GRACE).await;
     flush_stats(app, run).await?;
     let t = now();
     app.stores

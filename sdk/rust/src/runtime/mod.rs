@@ -109,8 +109,13 @@ impl Agent {
 
 /// What a TLS failure means for the operator, when the error text shows one.
 fn tls_hint(reason: &str) -> Option<&'static str> {
-    const REFUSED_US: [&str; 5] =
-        ["alert: UnknownCA", "alert: CertificateExpired", "alert: BadCertificate", "alert: CertificateRequired", "alert: CertificateUnknown"];
+    const REFUSED_US: [&str; 5] = [
+        "alert: UnknownCA",
+        "alert: CertificateExpired",
+        "alert: BadCertificate",
+        "alert: CertificateRequired",
+        "alert: CertificateUnknown",
+    ];
     if REFUSED_US.iter().any(|a| reason.contains(a)) {
         Some(
             "the control plane refused this agent's certificate: it is expired, or not signed by the CA the \
@@ -133,7 +138,9 @@ mod tests {
         assert!(super::tls_hint("transport error: received fatal alert: CertificateExpired")
             .unwrap()
             .contains("refused this agent's certificate"));
-        assert!(super::tls_hint("invalid peer certificate: UnknownIssuer").unwrap().contains("does not trust"));
+        assert!(super::tls_hint("invalid peer certificate: UnknownIssuer")
+            .unwrap()
+            .contains("does not trust"));
         assert_eq!(super::tls_hint("connection refused"), None);
     }
 }
