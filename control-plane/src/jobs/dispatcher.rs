@@ -19,6 +19,7 @@ use crate::agents::authz;
 use crate::app::App;
 use crate::error::Result;
 use crate::jobs::lifecycle::{self, FlushResult};
+use crate::jobs::slot;
 
 /// How often running jobs' stats and leases are written.
 pub const PROGRESS_EVERY: Duration = Duration::from_secs(2);
@@ -75,8 +76,19 @@ async fn dispatch_once(app: &App) -> Result<()> {
         if connector_busy(app, &connector_id, &hit.id).await? {
             continue;
         }
-        if let Err(e) = lifecycle::claim_and_assign(app, &session, &hit.id).await {
-            tracing::warn!(job_id = %hit.id, "claiming job failed: {e}");
+        // The search above is only a cheap filter; the run slot is the guarantee.
+        if !slot::take(app, &connector_id, &hit.id).await? {
+            continue;
+        }
+        let claimed = match lifecycle::claim_and_assign(app, &session, &hit.id).await {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                tracing::warn!(job_id = %hit.id, "claiming job failed: {e}");
+                false
+            }
+        };
+        if !claimed {
+            slot::give_back_unless_running(app, &connector_id, &hit.id).await?;
         }
     }
     Ok(())

@@ -277,6 +277,7 @@ pub async fn finish(app: &App, run: &JobRun, finished: &proto::JobFinished) -> R
         })
         .await?;
     let Some((_, Some((status, indexed_count, error)))) = updated else { return Ok(()) };
+    super::slot::give_back(app, &run.connector_id, &run.job_id).await;
     tracing::info!(job_id = %run.job_id, status = status.as_str(), indexed = indexed_count, deleted, "job finished");
     let unreachable = matches!(end, End::Failed(_, true));
     app.stores
@@ -322,6 +323,7 @@ pub async fn release(app: &App, run: &JobRun, why: &str) -> Result<()> {
             Ok(Change::Write(()))
         })
         .await?;
+    super::slot::give_back(app, &run.connector_id, &run.job_id).await;
     tracing::info!(job_id = %run.job_id, "job released for resume: {why}");
     Ok(())
 }
@@ -358,18 +360,22 @@ fn release_doc(job: &mut SyncJobDoc, why: &str, t: crate::model::Timestamp) {
 /// Fails a job this instance holds.
 pub async fn fail_job(app: &App, job_id: &str, lease_id: &str, message: &str) -> Result<()> {
     let t = now();
-    app.stores
+    let updated = app
+        .stores
         .jobs
         .update(job_id, |job| {
             if job.ferry.lease_id.as_deref() != Some(lease_id) || job.status.is_terminal() {
-                return Ok(Change::Keep(()));
+                return Ok(Change::Keep(None));
             }
             job.move_to(JobStatus::Error);
             job.error = Some(message.to_owned());
             job.completed_at = Some(t);
-            Ok(Change::Write(()))
+            Ok(Change::Write(Some(job.connector.id.clone())))
         })
         .await?;
+    if let Some((_, Some(connector_id))) = updated {
+        super::slot::give_back(app, &connector_id, job_id).await;
+    }
     Ok(())
 }
 
@@ -396,12 +402,13 @@ pub async fn expire_leases(app: &App) -> Result<()> {
             continue;
         }
         let t = now();
-        app.stores
+        let expired = app
+            .stores
             .jobs
             .update(&job_id, |job| {
                 let stale = job.last_seen.map(|s| s < cutoff).unwrap_or(true);
                 if !stale || !matches!(job.status, JobStatus::InProgress | JobStatus::Canceling) {
-                    return Ok(Change::Keep(()));
+                    return Ok(Change::Keep(None));
                 }
                 let why = format!(
                     "no word from agent {:?} since {} (lease of {} s expired)",
@@ -411,9 +418,12 @@ pub async fn expire_leases(app: &App) -> Result<()> {
                 );
                 tracing::warn!(job_id = %job_id, "{why}");
                 release_doc(job, &why, t);
-                Ok(Change::Write(()))
+                Ok(Change::Write(Some(job.connector.id.clone())))
             })
             .await?;
+        if let Some((_, Some(connector_id))) = expired {
+            super::slot::give_back(app, &connector_id, &job_id).await;
+        }
     }
     Ok(())
 }

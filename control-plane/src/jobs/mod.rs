@@ -5,4 +5,5 @@
 pub mod dispatcher;
 pub mod ingest;
 pub mod lifecycle;
+pub mod slot;
 pub mod state;

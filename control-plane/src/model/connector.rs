@@ -102,6 +102,10 @@ pub struct ConnectorFerry {
     /// Agents refused for this connector, newest last (at most
     /// `agents::authz::MAX_REFUSED_KEPT`).
     pub refused_agents: Vec<RefusedAgent>,
+    /// The job holding the connector's run slot (`jobs::slot`).
+    pub running_job: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub running_job_since: Option<Timestamp>,
 }
 
 /// An agent that offered a connector it may not serve.
