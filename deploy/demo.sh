@@ -18,14 +18,14 @@
 # finished job and `GET music/_count` (622 documents).
 # Everything it started is stopped when it ends (DEMO_KEEP_RUNNING=1 keeps it
 # all running until Ctrl-C). Re-runnable: each run starts from scratch.
-# FERRY_DEMO_PROFILE=debug uses a debug build instead of a release build;
+# DEMO_PROFILE=debug uses a debug build instead of a release build;
 # DEMO_SKIP_BUILD=1 uses whatever is built already.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 DEMO="$ROOT/.demo"
-PROFILE="${FERRY_DEMO_PROFILE:-release}"
+PROFILE="${DEMO_PROFILE:-release}"
 TIMEOUT="${DEMO_TIMEOUT:-180}"
 
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -245,7 +245,7 @@ wait_for() { # description shell-condition
   local deadline=$((SECONDS + TIMEOUT))
   until eval "$2"; do
     [ "$SECONDS" -lt "$deadline" ] || die "timed out after ${TIMEOUT}s waiting for $1"
-    sleep 1
+    sleep 0.3
   done
 }
 connector_status() {

@@ -7,7 +7,7 @@
 # 4. runs every test. Integration tests start their own PostgreSQL,
 #    osmem-server, control plane and agent on free loopback ports, so test
 #    binaries may run their tests in parallel; two threads suit the 2-core
-#    machines we run on (FERRY_TEST_THREADS overrides).
+#    machines we run on (TEST_THREADS overrides).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,10 +23,17 @@ step "cargo fmt --check"
 cargo fmt --all --check
 
 step "cargo clippy"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo build (binaries for the integration tests)"
-cargo build --workspace --bins --locked
+cargo build --workspace --bins
+
+step "protocol: buf lint + breaking"
+bash sdk/check-proto.sh
+
+step "Python SDK (install + pytest); the conformance tests run its example agent"
+python3 -m pip install --quiet --disable-pip-version-check './sdk/python[dev]'
+python3 -m pytest -q sdk/python
 
 step "cargo test"
-cargo test --workspace --locked -- --test-threads "${FERRY_TEST_THREADS:-2}"
+cargo test --workspace -- --test-threads "${TEST_THREADS:-2}"

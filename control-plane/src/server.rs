@@ -25,6 +25,8 @@ use crate::store::Stores;
 
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(20);
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+const HTTP2_STREAM_WINDOW: u32 = 16 * 1024 * 1024;
+const HTTP2_CONNECTION_WINDOW: u32 = 32 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -100,6 +102,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     let agents_server = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        // HTTP/2's default 64 KiB stream window would make every multi-MiB
+        // batch wait for dozens of WINDOW_UPDATE round trips. Ferry's own
+        // flow control (unacknowledged batches per job) bounds memory, so
+        // the transport window only needs to cover one window of batches.
+        .initial_stream_window_size(Some(HTTP2_STREAM_WINDOW))
+        .initial_connection_window_size(Some(HTTP2_CONNECTION_WINDOW))
         .add_service(agent_service);
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();

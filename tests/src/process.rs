@@ -77,7 +77,7 @@ pub struct Service {
 
 impl Service {
     /// Starts `bin --config <dir>/config.yaml` with `env` added to the
-    /// environment; stdout and stderr go to `<dir>/stdout.log` and
+    /// environment (inherited `FERRY_*` variables removed); stdout and stderr go to `<dir>/stdout.log` and
     /// `<dir>/stderr.log`. `RUST_LOG` defaults to `info` when unset.
     pub fn spawn(bin: &Path, config_yaml: &str, env: &[(String, String)]) -> anyhow::Result<Service> {
         let name = bin.file_name().and_then(|n| n.to_str()).unwrap_or("service").to_owned();
@@ -96,6 +96,13 @@ impl Service {
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr);
+        // Hermetic: a FERRY_* variable of the developer's shell would
+        // override the config file (and unknown keys are rejected).
+        for (k, _) in std::env::vars_os() {
+            if k.to_str().is_some_and(|k| k.starts_with("FERRY_")) {
+                cmd.env_remove(&k);
+            }
+        }
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }

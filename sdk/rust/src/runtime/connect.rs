@@ -43,7 +43,11 @@ pub(super) fn endpoint(settings: &AgentSettings) -> Result<Endpoint, ConnectErro
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(20))
         .keep_alive_timeout(Duration::from_secs(20))
-        .keep_alive_while_idle(true);
+        .keep_alive_while_idle(true)
+        // Acks are small; a larger window than HTTP/2's 64 KiB default only
+        // avoids stalls when many arrive at once.
+        .initial_stream_window_size(Some(1024 * 1024))
+        .initial_connection_window_size(Some(4 * 1024 * 1024));
     match (&settings.tls, url.starts_with("https://")) {
         (Some(tls), true) => {
             let mut cfg = ClientTlsConfig::new()
