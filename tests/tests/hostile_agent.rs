@@ -39,7 +39,8 @@ async fn next(inbound: &mut tonic::Streaming<proto::ControlMessage>) -> anyhow::
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_and_oversized_messages_do_not_hurt_the_control_plane() {
     let world = World::start().expect("PostgreSQL, osmem, PKI");
-    let mut cp = ControlPlane::start(world.control_plane_config(world.es.url()).unwrap()).expect("control plane");
+    let mut cp =
+        ControlPlane::start(world.control_plane_config(world.es.url()).unwrap()).expect("control plane");
     let admin = Admin::new(&world.grpc, cp.admin_addr());
     let result = async {
         admin.put_connector(CONNECTOR, CONNECTOR).await?;
@@ -89,7 +90,12 @@ async fn malformed_and_oversized_messages_do_not_hurt_the_control_plane() {
         .await?;
 
         // Configure, answer the check, get a job.
-        admin.call(&format!("{CONNECTORS}/UpdateConfiguration"), json!({"connector_id": CONNECTOR, "values": {"anything": "x"}})).await?;
+        admin
+            .call(
+                &format!("{CONNECTORS}/UpdateConfiguration"),
+                json!({"connector_id": CONNECTOR, "values": {"anything": "x"}}),
+            )
+            .await?;
         let assign = loop {
             match next(&mut inbound).await? {
                 In::ValidateConfiguration(v) => {
@@ -118,7 +124,10 @@ async fn malformed_and_oversized_messages_do_not_hurt_the_control_plane() {
 
         // 20 good documents and 2 that are not JSON objects.
         let mut documents: Vec<proto::Document> = (0..20)
-            .map(|i| proto::Document { id: format!("doc-{i}"), source: format!("{{\"n\":{i}}}").into_bytes() })
+            .map(|i| proto::Document {
+                id: format!("doc-{i}"),
+                source: format!("{{\"n\":{i}}}").into_bytes(),
+            })
             .collect();
         documents.push(proto::Document { id: "bad-1".into(), source: b"not json at all".to_vec() });
         documents.push(proto::Document { id: "bad-2".into(), source: b"[1,2,3]".to_vec() });
