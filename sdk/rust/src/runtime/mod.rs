@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub use backoff::Backoff;
-pub use connect::{ConnectError, TlsFiles};
+pub use connect::{ConnectError, TlsFiles, MAX_MESSAGE_BYTES};
 
 use crate::source::Source;
 
