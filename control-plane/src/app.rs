@@ -14,6 +14,8 @@ pub struct App {
     pub bulk: BulkIndexer,
     pub registry: Arc<Registry>,
     pub jobs: JobSettings,
+    /// `agents.require_binding`: unbound connectors are served by nobody.
+    pub require_binding: bool,
     /// Identifies this instance in job documents (`ferry.control_plane`).
     pub instance_id: String,
     /// Fires when the process begins shutting down.

@@ -41,6 +41,10 @@ pub struct RawElasticsearch {
 pub struct RawAgents {
     pub listen: Option<String>,
     pub tls: Option<RawServerTls>,
+    /// true: a connector bound to no agent (`allowed_agents` empty) is
+    /// served by nobody. false (default): by any agent with a certificate
+    /// from `tls.client_ca`, with a warning in the log.
+    pub require_binding: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -78,6 +82,8 @@ pub struct Config {
     pub elasticsearch: EsSettings,
     pub agents_listen: SocketAddr,
     pub agents_tls: ServerTls,
+    /// See `agents::authz`.
+    pub agents_require_binding: bool,
     pub admin_listen: SocketAddr,
     pub admin_tls: Option<ServerTls>,
     pub jobs: JobSettings,
@@ -221,6 +227,7 @@ impl RawConfig {
             },
             agents_listen,
             agents_tls: agents_tls.expect("checked above"),
+            agents_require_binding: self.agents.require_binding.unwrap_or(false),
             admin_listen,
             admin_tls,
             jobs,

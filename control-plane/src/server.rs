@@ -76,6 +76,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         bulk,
         registry: Arc::new(Registry::default()),
         jobs: config.jobs.clone(),
+        require_binding: config.agents_require_binding,
         instance_id: format!("{}-{}", hostname(), &uuid::Uuid::new_v4().simple().to_string()[..8]),
         shutdown: shutdown.clone(),
     });
@@ -97,9 +98,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     let agent_service = proto::agent_service_server::AgentServiceServer::new(AgentService::new(app.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    // TLS is terminated in agents::tls (not by tonic) so refused handshakes are logged.
+    let agents_tls = crate::agents::tls::server_config(&config.agents_tls)
+        .map_err(|e| ServerError::Store(crate::error::Error::Internal(e)))?;
     let agents_server = Server::builder()
-        .tls_config(tls_config(&config.agents_tls)?)
-        .map_err(|source| ServerError::Serve { what: "agents", source })?
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         // HTTP/2's default 64 KiB stream window would make every multi-MiB
@@ -153,11 +155,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     );
     let s1 = shutdown.clone();
     let s2 = shutdown.clone();
-    let agents = tokio::spawn(
-        agents_server.serve_with_incoming_shutdown(TcpListenerStream::new(agents_listener), async move {
-            s1.cancelled().await
-        }),
-    );
+    let agents = tokio::spawn(agents_server.serve_with_incoming_shutdown(
+        crate::agents::tls::incoming(agents_listener, agents_tls, shutdown.clone()),
+        async move { s1.cancelled().await },
+    ));
     let admin = tokio::spawn(
         admin_server.serve_with_incoming_shutdown(TcpListenerStream::new(admin_listener), async move {
             s2.cancelled().await
@@ -174,6 +175,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
             }
         }
         loops.wait().await;
+        // Sessions hand their jobs back (pending, checkpoint kept) and then
+        // leave the registry.
+        while !app.registry.all().is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     };
     if tokio::time::timeout(SHUTDOWN_DEADLINE, drain).await.is_err() {
         tracing::warn!(

@@ -5,6 +5,8 @@
 
 pub mod certs;
 pub mod faults;
+pub mod netcut;
 pub mod osmem;
 pub mod postgres;
 pub mod process;
+pub mod scenario;

@@ -68,6 +68,20 @@ async fn only_agents_with_certificates_from_the_client_ca_register() {
             ensure!(never_seen(&c["lastSeen"]), "{id}: a rejected agent heartbeated: {c}");
         }
 
+        // Both sides say why, in words.
+        let cp_logs = cp.logs();
+        for expected in ["refused: certificate not signed by the client CA", "refused: certificate expired"] {
+            ensure!(cp_logs.contains(expected), "the control plane did not log {expected:?}:\n{cp_logs}");
+        }
+        for (agent, expected) in agents.iter().zip([
+            "the control plane refused this agent's certificate",
+            "the control plane refused this agent's certificate",
+            "does not trust the control plane's certificate",
+        ]) {
+            let logs = agent.logs();
+            ensure!(logs.contains(expected), "the agent did not log {expected:?}:\n{logs}");
+        }
+
         // The control: a good certificate gets in.
         let cert = pki.write_client_cert("agent-4")?;
         let good = ClientTls { ca: ca.clone(), cert: cert.cert, key: cert.key };

@@ -176,6 +176,37 @@ impl Connectors {
         Ok(convert::connector(&c))
     }
 
+    async fn set_allowed_agents(
+        &self,
+        r: proto::UpdateAllowedAgentsRequest,
+    ) -> Result<Versioned<ConnectorDoc>> {
+        validate::connector_id("connector_id", &r.connector_id)?;
+        let allowed = crate::agents::authz::normalize_allowed(&r.allowed_agents)
+            .map_err(|m| Error::invalid("allowed_agents", m))?;
+        let updated = self
+            .app
+            .stores
+            .connectors
+            .update(&r.connector_id, |c| {
+                if c.deleted {
+                    return Err(not_found(&r.connector_id));
+                }
+                c.ferry.allowed_agents = allowed.clone();
+                // Refusals of agents that are allowed now are history.
+                c.ferry.refused_agents.retain(|x| !allowed.contains(&x.agent_id));
+                Ok(Change::Write(()))
+            })
+            .await?;
+        let (c, ()) = updated.ok_or_else(|| not_found(&r.connector_id))?;
+        self.app.registry.changed.notify_waiters();
+        if allowed.is_empty() {
+            tracing::warn!(connector_id = %c.id, "connector unbound: any agent with a certificate from the client CA may serve it");
+        } else {
+            tracing::info!(connector_id = %c.id, allowed_agents = ?allowed, "connector bound to agents");
+        }
+        Ok(c)
+    }
+
     async fn update_scheduling(&self, r: proto::UpdateSchedulingRequest) -> Result<proto::Connector> {
         let s = r.scheduling.ok_or_else(|| Error::invalid("scheduling", "is required"))?;
         // Check before touching the document, so a bad request says so even
@@ -483,5 +514,13 @@ impl ConnectorService for Connectors {
     ) -> Result<Response<proto::UpdateServiceTypeResponse>, Status> {
         let connector = self.update_service_type(request.into_inner()).await?;
         Ok(Response::new(proto::UpdateServiceTypeResponse { connector: Some(connector) }))
+    }
+
+    async fn update_allowed_agents(
+        &self,
+        request: Request<proto::UpdateAllowedAgentsRequest>,
+    ) -> Result<Response<proto::UpdateAllowedAgentsResponse>, Status> {
+        let c = self.set_allowed_agents(request.into_inner()).await?;
+        Ok(Response::new(proto::UpdateAllowedAgentsResponse { connector: Some(convert::connector(&c)) }))
     }
 }

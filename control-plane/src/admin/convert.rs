@@ -166,6 +166,17 @@ pub fn connector(v: &Versioned<ConnectorDoc>) -> proto::Connector {
         pipeline: Some(super::settings::pipeline_to_proto(&c.pipeline)),
         last_sync_scheduled_at: to_proto_ts(&c.last_sync_scheduled_at),
         last_incremental_sync_scheduled_at: to_proto_ts(&c.last_incremental_sync_scheduled_at),
+        allowed_agents: c.ferry.allowed_agents.clone(),
+        refused_agents: c
+            .ferry
+            .refused_agents
+            .iter()
+            .map(|r| proto::RefusedAgent {
+                agent_id: r.agent_id.clone(),
+                reason: r.reason.clone(),
+                at: to_proto_ts(&r.at),
+            })
+            .collect(),
     }
 }
 

@@ -2,8 +2,10 @@
 //! from certificates, the registry of live sessions, and the registration
 //! of connectors (schemas, configuration checks, `last_seen`).
 
+pub mod authz;
 pub mod filtering;
 pub mod identity;
 pub mod registration;
 pub mod registry;
 pub mod service;
+pub mod tls;

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use ferry_sdk::proto::{self, control_message::Message as Out};
 
+use super::authz::{self, Verdict};
 use super::registry::{AgentSession, Offer, ValidationState};
 use crate::app::App;
 use crate::error::Result;
@@ -57,6 +58,14 @@ async fn reconcile(app: &App, session: &AgentSession, offer: &Offer) -> Result<(
             if c.deleted {
                 return Ok(Change::Keep(None));
             }
+            let verdict = authz::verdict(c, &session.agent_id, app.require_binding);
+            if let Verdict::Refused(reason) = verdict {
+                // Recorded on the connector once per agent and reason.
+                let news = authz::record_refusal(c, &session.agent_id, &reason);
+                let out = Some(Err(reason));
+                return Ok(if news { Change::Write(out) } else { Change::Keep(out) });
+            }
+            let unbound = verdict == Verdict::Unbound;
             if let Some(st) = &c.service_type {
                 if st != &offer.service_type {
                     return Ok(Change::Keep(Some(Err(format!(
@@ -90,7 +99,7 @@ async fn reconcile(app: &App, session: &AgentSession, offer: &Offer) -> Result<(
             if write_last_seen {
                 c.last_seen = Some(now());
             }
-            let snapshot = (c.status, c.config_revision(), c.config_values(), c.filtering.clone());
+            let snapshot = (c.status, c.config_revision(), c.config_values(), c.filtering.clone(), unbound);
             if *c == before {
                 Ok(Change::Keep(Some(Ok(snapshot))))
             } else {
@@ -107,18 +116,30 @@ async fn reconcile(app: &App, session: &AgentSession, offer: &Offer) -> Result<(
             .last_seen_written
             .insert(offer.connector_id.clone(), Instant::now());
     }
-    let (status, revision, values, filtering) = match outcome {
+    let (status, revision, values, filtering, unbound) = match outcome {
         Ok(s) => s,
         Err(reason) => {
             let first = session.state.lock().expect("state lock").refused.insert(offer.connector_id.clone());
             if first {
-                tracing::warn!(connector_id = %offer.connector_id, "{reason}");
+                tracing::warn!(connector_id = %offer.connector_id, agent_id = %session.agent_id, address = %session.address, "agent refused for the connector: {reason}");
                 let msg = proto::ConnectorRefused { connector_id: offer.connector_id.clone(), reason };
                 session.send(Out::ConnectorRefused(msg)).await;
             }
             return Ok(());
         }
     };
+    {
+        let mut st = session.state.lock().expect("state lock");
+        // Allowed (again): a later refusal must be told to the agent anew.
+        st.refused.remove(&offer.connector_id);
+        if unbound && st.warned_unbound.insert(offer.connector_id.clone()) {
+            tracing::warn!(
+                connector_id = %offer.connector_id, agent_id = %session.agent_id,
+                "connector is bound to no agent: any agent with a certificate from the client CA may serve it; \
+                 bind it with ConnectorService/UpdateAllowedAgents"
+            );
+        }
+    }
     let needs_check = match status {
         ConnectorStatus::Configured | ConnectorStatus::Connected | ConnectorStatus::Error => {
             let st = session.state.lock().expect("state lock");
@@ -151,6 +172,10 @@ async fn reconcile(app: &App, session: &AgentSession, offer: &Offer) -> Result<(
 pub async fn on_validation_result(app: Arc<App>, session: Arc<AgentSession>, r: proto::ValidationResult) {
     {
         let mut st = session.state.lock().expect("state lock");
+        if st.refused.contains(&r.connector_id) || !session.serves(&r.connector_id) {
+            tracing::warn!(connector_id = %r.connector_id, agent_id = %session.agent_id, "ignoring a configuration check from an agent that does not serve the connector");
+            return;
+        }
         if let Some(v) = st.validations.get_mut(&r.connector_id) {
             if v.revision == r.revision {
                 v.answered = true;

@@ -49,6 +49,8 @@ pub struct SessionState {
     pub refused: std::collections::HashSet<String>,
     /// connector id → draft sync rules revision this session was asked to check.
     pub filtering_checks: HashMap<String, (String, std::time::Instant)>,
+    /// Unbound connectors this session was warned about (once each).
+    pub warned_unbound: std::collections::HashSet<String>,
 }
 
 #[derive(Debug, Clone)]

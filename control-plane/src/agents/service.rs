@@ -191,14 +191,21 @@ async fn serve(app: Arc<App>, session: Arc<AgentSession>, mut inbound: Streaming
     };
     tracing::info!(agent_id = %session.agent_id, session_id = %session.session_id, "agent session ended: {reason}");
     session.closed.cancel();
-    app.registry.remove(&session.session_id);
-    let runs: Vec<_> = session.jobs.lock().expect("jobs lock").drain().map(|(_, r)| r).collect();
+    // The runs stay in the session (and the session in the registry) while
+    // they are released: in-flight bulk requests finish first, and meanwhile
+    // the progress loop keeps renewing their leases and lease expiry leaves
+    // them alone.
+    let runs: Vec<_> = session.jobs.lock().expect("jobs lock").values().cloned().collect();
     for run in runs {
         let why = format!("agent {:?} disconnected: {reason}", session.agent_id);
         if let Err(e) = lifecycle::release(&app, &run, &why).await {
             tracing::warn!(job_id = %run.job_id, "releasing the job failed (its lease will expire): {e}");
         }
+        session.jobs.lock().expect("jobs lock").remove(&run.job_id);
     }
+    // Removed only now: shutdown waits for the registry to empty, so a
+    // SIGTERM leaves every job handed back before the process exits.
+    app.registry.remove(&session.session_id);
     app.registry.changed.notify_waiters();
 }
 

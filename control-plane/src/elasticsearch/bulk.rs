@@ -202,6 +202,23 @@ impl BulkIndexer {
                     let (t, r) = parse_error_body(&resp.body);
                     format!("{} {t}: {r}", resp.status.as_u16())
                 }
+                // A lone document over Elasticsearch's http.max_content_length: that document
+                // is a permanent failure, not the job's (requests are planned far below it, so
+                // only a single oversized document gets here).
+                Ok(resp) if resp.status.as_u16() == 413 && pending.len() == 1 => {
+                    let doc = &docs[pending[0]];
+                    outcome.fail(ItemFailure {
+                        id: doc.id.clone(),
+                        status: 413,
+                        error_type: "document_too_large".into(),
+                        reason: format!(
+                            "the document ({} bytes) is larger than Elasticsearch accepts in one request \
+                             (http.max_content_length)",
+                            doc.source.len()
+                        ),
+                    });
+                    return Ok(());
+                }
                 Ok(resp) if !resp.status.is_success() => return Err(resp.into_error()),
                 Ok(resp) => {
                     let ids: Vec<&str> = pending.iter().map(|&i| docs[i].id.as_str()).collect();

@@ -15,9 +15,11 @@ use std::time::Duration;
 
 use ferry_sdk::proto;
 
+use crate::agents::authz;
 use crate::app::App;
 use crate::error::Result;
 use crate::jobs::lifecycle::{self, FlushResult};
+use crate::jobs::slot;
 
 /// How often running jobs' stats and leases are written.
 pub const PROGRESS_EVERY: Duration = Duration::from_secs(2);
@@ -57,16 +59,36 @@ async fn dispatch_once(app: &App) -> Result<()> {
             "sort": [{"created_at": {"order": "asc"}}]
         }))
         .await?;
+    let mut connectors = std::collections::HashMap::new();
     for hit in pending.hits {
         let connector_id = hit.source.connector.id.clone();
-        let Some(session) = app.registry.serving(&connector_id).into_iter().find(|s| s.has_capacity()) else {
+        if !connectors.contains_key(&connector_id) {
+            let doc = app.stores.connectors.get(&connector_id).await?.map(|c| c.doc);
+            connectors.insert(connector_id.clone(), doc);
+        }
+        let Some(Some(connector)) = connectors.get(&connector_id) else { continue };
+        // Only agents allowed to serve the connector get its jobs.
+        let Some(session) = app.registry.serving(&connector_id).into_iter().find(|s| {
+            s.has_capacity() && authz::verdict(connector, &s.agent_id, app.require_binding).may_serve()
+        }) else {
             continue;
         };
         if connector_busy(app, &connector_id, &hit.id).await? {
             continue;
         }
-        if let Err(e) = lifecycle::claim_and_assign(app, &session, &hit.id).await {
-            tracing::warn!(job_id = %hit.id, "claiming job failed: {e}");
+        // The search above is only a cheap filter; the run slot is the guarantee.
+        if !slot::take(app, &connector_id, &hit.id).await? {
+            continue;
+        }
+        let claimed = match lifecycle::claim_and_assign(app, &session, &hit.id).await {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                tracing::warn!(job_id = %hit.id, "claiming job failed: {e}");
+                false
+            }
+        };
+        if !claimed {
+            slot::give_back_unless_running(app, &connector_id, &hit.id).await?;
         }
     }
     Ok(())

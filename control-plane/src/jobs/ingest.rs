@@ -16,10 +16,11 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ferry_sdk::proto;
+use rand::Rng as _;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -28,6 +29,16 @@ use crate::elasticsearch::{BulkDoc, BulkIndexer, EsError};
 
 /// Keep at most this many rejection reasons on the job document.
 pub const MAX_REJECTIONS_KEPT: usize = 10;
+
+/// How long one batch keeps being retried while Elasticsearch is overloaded
+/// or unreachable (each round is a full `index_batch` with its own capped
+/// exponential backoff) before the job fails. While a batch waits it holds
+/// its flow-control permit, so the agent stops reading: an overloaded
+/// cluster slows the sync down instead of failing it or filling memory.
+pub const OVERLOAD_PATIENCE: Duration = Duration::from_secs(600);
+
+/// Pause between two rounds of an overloaded batch (plus jitter).
+const OVERLOAD_PAUSE: Duration = Duration::from_secs(15);
 
 /// A job running on this instance.
 pub struct JobRun {
@@ -144,10 +155,9 @@ impl JobRun {
             let docs: Vec<BulkDoc> =
                 documents.into_iter().map(|d| BulkDoc { id: d.id, source: Bytes::from(d.source) }).collect();
             let received = docs.len() as u64;
-            let result = tokio::select! {
-                biased;
-                _ = run.abandon.cancelled() => return,
-                r = bulk.index_batch(&run.index_name, &docs, &run.extra_fields) => r,
+            let Some(result) = run.index_patiently(&bulk, &docs, sequence).await else {
+                // Abandoned: no ack, no stats; the permit goes with the run.
+                return;
             };
             let result = result.map(|outcome| {
                 let mut s = run.stats.lock().expect("stats lock");
@@ -171,10 +181,47 @@ impl JobRun {
                     failed: outcome.failed as u32,
                 }
             });
-            on_done(result).await;
+            // The permit goes back before the ack leaves: the agent may send
+            // its next batch the moment it reads the ack, and that batch must
+            // find room in the window (or the agent would be cut off for a
+            // flow-control violation it did not commit).
             drop(permit);
+            on_done(result).await;
         });
         Ok(())
+    }
+
+    /// Indexes one batch, retrying it for up to [`OVERLOAD_PATIENCE`] while
+    /// Elasticsearch stays overloaded. `None` when the run was abandoned.
+    async fn index_patiently(
+        &self,
+        bulk: &BulkIndexer,
+        docs: &[BulkDoc],
+        sequence: u64,
+    ) -> Option<Result<crate::elasticsearch::BulkOutcome, EsError>> {
+        let since = Instant::now();
+        let mut round = 0u32;
+        loop {
+            let result = tokio::select! {
+                _ = self.abandon.cancelled() => return None,
+                r = bulk.index_batch(&self.index_name, docs, &self.extra_fields) => r,
+            };
+            match result {
+                Err(e @ EsError::RetriesExhausted { .. }) if since.elapsed() < OVERLOAD_PATIENCE => {
+                    round += 1;
+                    let pause = OVERLOAD_PAUSE + Duration::from_millis(rand::rng().random_range(0..5_000));
+                    tracing::warn!(
+                        job_id = %self.job_id, sequence, round, retry_in_s = pause.as_secs(),
+                        "Elasticsearch is overloaded; holding the batch (the agent waits) and retrying it: {e}"
+                    );
+                    tokio::select! {
+                        _ = self.abandon.cancelled() => return None,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                }
+                other => return Some(other),
+            }
+        }
     }
 
     /// Records a failure that ends the job in error once the agent stopped.
@@ -204,6 +251,17 @@ impl JobRun {
         self.tracker.close();
         self.tracker.wait().await;
         self.tracker.reopen();
+    }
+
+    /// Lets in-flight batches finish (so their acks advance the checkpoint)
+    /// for up to `grace`, then abandons the rest (a batch held back by an
+    /// overloaded Elasticsearch must not hold up a release or a shutdown).
+    pub async fn drain_or_abandon(&self, grace: Duration) {
+        if tokio::time::timeout(grace, self.drain()).await.is_err() {
+            tracing::warn!(job_id = %self.job_id, "in-flight batches did not finish within {} s; abandoning them (they are re-read on resume)", grace.as_secs());
+            self.abandon.cancel();
+            self.drain().await;
+        }
     }
 }
 

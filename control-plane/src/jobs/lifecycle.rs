@@ -20,6 +20,10 @@ use crate::store::Change;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
+/// How long a release waits for in-flight batches before abandoning them
+/// (below the shutdown deadline).
+pub const RELEASE_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A job whose agent vanished this many times is failed instead of resumed.
 pub const MAX_ATTEMPTS: u32 = 10;
 
@@ -285,6 +289,7 @@ pub async fn finish(app: &App, run: &JobRun, finished: &proto::JobFinished) -> R
         })
         .await?;
     let Some((_, Some((status, indexed_count, error)))) = updated else { return Ok(()) };
+    super::slot::give_back(app, &run.connector_id, &run.job_id).await;
     tracing::info!(job_id = %run.job_id, status = status.as_str(), indexed = indexed_count, deleted, "job finished");
     let unreachable = matches!(end, End::Failed(_, true));
     app.stores
@@ -317,7 +322,7 @@ pub async fn finish(app: &App, run: &JobRun, finished: &proto::JobFinished) -> R
 /// The run's session is gone: hand the job back (`pending`, checkpoint kept)
 /// so the next available agent resumes it.
 pub async fn release(app: &App, run: &JobRun, why: &str) -> Result<()> {
-    run.drain().await;
+    run.drain_or_abandon(RELEASE_GRACE).await;
     flush_stats(app, run).await?;
     let t = now();
     app.stores
@@ -330,6 +335,7 @@ pub async fn release(app: &App, run: &JobRun, why: &str) -> Result<()> {
             Ok(Change::Write(()))
         })
         .await?;
+    super::slot::give_back(app, &run.connector_id, &run.job_id).await;
     tracing::info!(job_id = %run.job_id, "job released for resume: {why}");
     Ok(())
 }
@@ -366,18 +372,22 @@ fn release_doc(job: &mut SyncJobDoc, why: &str, t: crate::model::Timestamp) {
 /// Fails a job this instance holds.
 pub async fn fail_job(app: &App, job_id: &str, lease_id: &str, message: &str) -> Result<()> {
     let t = now();
-    app.stores
+    let updated = app
+        .stores
         .jobs
         .update(job_id, |job| {
             if job.ferry.lease_id.as_deref() != Some(lease_id) || job.status.is_terminal() {
-                return Ok(Change::Keep(()));
+                return Ok(Change::Keep(None));
             }
             job.move_to(JobStatus::Error);
             job.error = Some(message.to_owned());
             job.completed_at = Some(t);
-            Ok(Change::Write(()))
+            Ok(Change::Write(Some(job.connector.id.clone())))
         })
         .await?;
+    if let Some((_, Some(connector_id))) = updated {
+        super::slot::give_back(app, &connector_id, job_id).await;
+    }
     Ok(())
 }
 
@@ -404,12 +414,13 @@ pub async fn expire_leases(app: &App) -> Result<()> {
             continue;
         }
         let t = now();
-        app.stores
+        let expired = app
+            .stores
             .jobs
             .update(&job_id, |job| {
                 let stale = job.last_seen.map(|s| s < cutoff).unwrap_or(true);
                 if !stale || !matches!(job.status, JobStatus::InProgress | JobStatus::Canceling) {
-                    return Ok(Change::Keep(()));
+                    return Ok(Change::Keep(None));
                 }
                 let why = format!(
                     "no word from agent {:?} since {} (lease of {} s expired)",
@@ -419,9 +430,12 @@ pub async fn expire_leases(app: &App) -> Result<()> {
                 );
                 tracing::warn!(job_id = %job_id, "{why}");
                 release_doc(job, &why, t);
-                Ok(Change::Write(()))
+                Ok(Change::Write(Some(job.connector.id.clone())))
             })
             .await?;
+        if let Some((_, Some(connector_id))) = expired {
+            super::slot::give_back(app, &connector_id, &job_id).await;
+        }
     }
     Ok(())
 }

@@ -6,4 +6,5 @@ pub mod dispatcher;
 pub mod ingest;
 pub mod lifecycle;
 pub mod scheduler;
+pub mod slot;
 pub mod state;

@@ -96,6 +96,26 @@ pub struct ConnectorFerry {
     /// Hash of the configuration values an agent last validated
     /// successfully; a change of values means a new check.
     pub validated_revision: Option<String>,
+    /// Agent ids allowed to serve the connector; empty = unbound (see
+    /// `agents::authz`).
+    pub allowed_agents: Vec<String>,
+    /// Agents refused for this connector, newest last (at most
+    /// `agents::authz::MAX_REFUSED_KEPT`).
+    pub refused_agents: Vec<RefusedAgent>,
+    /// The job holding the connector's run slot (`jobs::slot`).
+    pub running_job: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub running_job_since: Option<Timestamp>,
+}
+
+/// An agent that offered a connector it may not serve.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct RefusedAgent {
+    pub agent_id: String,
+    pub reason: String,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub at: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

@@ -141,8 +141,13 @@ pub struct DocumentSender {
     last_sequence: u64,
     cancel: CancellationToken,
     documents_sent: u64,
+    oversized: u64,
     metadata: serde_json::Map<String, serde_json::Value>,
 }
+
+/// Largest document (id + source) the runtime sends: one protocol message
+/// is at most 64 MiB; 1 MiB is left for the batch's other fields.
+pub const MAX_DOCUMENT_BYTES: usize = crate::runtime::MAX_MESSAGE_BYTES - 1024 * 1024;
 
 impl DocumentSender {
     pub(crate) fn new(
@@ -167,14 +172,35 @@ impl DocumentSender {
             last_sequence: 0,
             cancel,
             documents_sent: 0,
+            oversized: 0,
             metadata: serde_json::Map::new(),
         }
     }
 
     /// Queue one document. `source` must be one JSON object without
     /// newlines. Waits while the flow-control window is full.
+    ///
+    /// A document too big for one protocol message ([`MAX_DOCUMENT_BYTES`])
+    /// is not sent: it is logged and reported on the job's metadata
+    /// (`oversized_documents`: count and the first ids), and the sync goes on.
     pub async fn send(&mut self, id: String, source: Vec<u8>) -> Result<(), SyncStopped> {
         let size = id.len() + source.len();
+        if size > MAX_DOCUMENT_BYTES {
+            tracing::warn!(job_id = %self.job_id, document_id = %id, bytes = size,
+                "document larger than the {MAX_DOCUMENT_BYTES}-byte protocol limit; not sent (reported on the job)");
+            self.oversized += 1;
+            let entry = self
+                .metadata
+                .entry("oversized_documents")
+                .or_insert_with(|| serde_json::json!({"count": 0, "first_ids": []}));
+            entry["count"] = self.oversized.into();
+            if let Some(ids) = entry["first_ids"].as_array_mut() {
+                if ids.len() < 10 {
+                    ids.push(id.into());
+                }
+            }
+            return Ok(());
+        }
         if !self.batch.is_empty()
             && (self.batch_bytes + size > self.max_batch_bytes
                 || self.batch.len() >= self.max_batch_documents)
@@ -254,5 +280,36 @@ impl DocumentSender {
 
     pub(crate) fn take_metadata(&mut self) -> serde_json::Map<String, serde_json::Value> {
         std::mem::take(&mut self.metadata)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn oversized_documents_are_reported_not_sent() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let flow =
+            proto::FlowControl { max_unacked_batches: 4, max_batch_bytes: 1 << 20, max_batch_documents: 10 };
+        let mut out = DocumentSender::new(
+            "job".into(),
+            "lease".into(),
+            tx,
+            Arc::new(Semaphore::new(4)),
+            &flow,
+            CancellationToken::new(),
+        );
+        out.send("small".into(), b"{}".to_vec()).await.unwrap();
+        out.send("huge".into(), vec![b'x'; MAX_DOCUMENT_BYTES + 1]).await.unwrap();
+        out.flush().await.unwrap();
+        let Some(proto::AgentMessage { message: Some(proto::agent_message::Message::Batch(b)) }) =
+            rx.recv().await
+        else {
+            panic!("no batch")
+        };
+        assert_eq!(b.documents.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["small"]);
+        let meta = out.take_metadata();
+        assert_eq!(meta["oversized_documents"], serde_json::json!({"count": 1, "first_ids": ["huge"]}));
     }
 }

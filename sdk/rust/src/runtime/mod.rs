@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub use backoff::Backoff;
-pub use connect::{ConnectError, TlsFiles};
+pub use connect::{ConnectError, TlsFiles, MAX_MESSAGE_BYTES};
 
 use crate::source::Source;
 
@@ -91,10 +91,11 @@ impl Agent {
                         backoff.reset();
                     }
                     let delay = backoff.next_delay();
+                    let hint = tls_hint(&reason).map(|h| format!(" — {h}")).unwrap_or_default();
                     tracing::warn!(
                         url = %self.settings.control_plane_url,
                         retry_in_ms = delay.as_millis() as u64,
-                        "control plane session ended: {reason}; reconnecting"
+                        "control plane session ended: {reason}{hint}; reconnecting"
                     );
                     tokio::select! {
                         _ = shutdown.cancelled() => return Ok(()),
@@ -103,5 +104,43 @@ impl Agent {
                 }
             }
         }
+    }
+}
+
+/// What a TLS failure means for the operator, when the error text shows one.
+fn tls_hint(reason: &str) -> Option<&'static str> {
+    const REFUSED_US: [&str; 5] = [
+        "alert: UnknownCA",
+        "alert: CertificateExpired",
+        "alert: BadCertificate",
+        "alert: CertificateRequired",
+        "alert: CertificateUnknown",
+    ];
+    if REFUSED_US.iter().any(|a| reason.contains(a)) {
+        Some(
+            "the control plane refused this agent's certificate: it is expired, or not signed by the CA the \
+             control plane trusts for agents (control_plane.tls.cert / key)",
+        )
+    } else if reason.contains("invalid peer certificate") {
+        Some(
+            "this agent does not trust the control plane's certificate: check control_plane.tls.ca \
+             (and control_plane.server_name)",
+        )
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tls_failures_get_a_hint() {
+        assert!(super::tls_hint("transport error: received fatal alert: CertificateExpired")
+            .unwrap()
+            .contains("refused this agent's certificate"));
+        assert!(super::tls_hint("invalid peer certificate: UnknownIssuer")
+            .unwrap()
+            .contains("does not trust"));
+        assert_eq!(super::tls_hint("connection refused"), None);
     }
 }

@@ -100,7 +100,7 @@ class ConfigField(_message.Message):
     def __init__(self, label: _Optional[str] = ..., type: _Optional[str] = ..., display: _Optional[str] = ..., sensitive: _Optional[bool] = ..., required: _Optional[bool] = ..., order: _Optional[int] = ..., tooltip: _Optional[str] = ..., options: _Optional[_Iterable[_Union[ConfigOption, _Mapping]]] = ..., depends_on: _Optional[_Iterable[_Union[ConfigDependency, _Mapping]]] = ..., validations: _Optional[_Iterable[_Union[ConfigValidation, _Mapping]]] = ..., ui_restrictions: _Optional[_Iterable[str]] = ..., value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., default_value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ...) -> None: ...
 
 class Connector(_message.Message):
-    __slots__ = ("id", "name", "description", "index_name", "service_type", "language", "is_native", "status", "error", "last_seen", "configuration", "last_sync_status", "last_sync_error", "last_synced", "last_indexed_document_count", "last_deleted_document_count", "sync_cursor", "deleted", "api_key_id", "scheduling", "filtering", "pipeline", "last_sync_scheduled_at", "last_incremental_sync_scheduled_at")
+    __slots__ = ("id", "name", "description", "index_name", "service_type", "language", "is_native", "status", "error", "last_seen", "configuration", "last_sync_status", "last_sync_error", "last_synced", "last_indexed_document_count", "last_deleted_document_count", "sync_cursor", "deleted", "api_key_id", "scheduling", "filtering", "pipeline", "last_sync_scheduled_at", "last_incremental_sync_scheduled_at", "allowed_agents", "refused_agents")
     class ConfigurationEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -132,6 +132,8 @@ class Connector(_message.Message):
     PIPELINE_FIELD_NUMBER: _ClassVar[int]
     LAST_SYNC_SCHEDULED_AT_FIELD_NUMBER: _ClassVar[int]
     LAST_INCREMENTAL_SYNC_SCHEDULED_AT_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_AGENTS_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_AGENTS_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     description: str
@@ -156,7 +158,19 @@ class Connector(_message.Message):
     pipeline: Pipeline
     last_sync_scheduled_at: _timestamp_pb2.Timestamp
     last_incremental_sync_scheduled_at: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., index_name: _Optional[str] = ..., service_type: _Optional[str] = ..., language: _Optional[str] = ..., is_native: _Optional[bool] = ..., status: _Optional[_Union[ConnectorStatus, str]] = ..., error: _Optional[str] = ..., last_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., configuration: _Optional[_Mapping[str, ConfigField]] = ..., last_sync_status: _Optional[_Union[SyncStatus, str]] = ..., last_sync_error: _Optional[str] = ..., last_synced: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_indexed_document_count: _Optional[int] = ..., last_deleted_document_count: _Optional[int] = ..., sync_cursor: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., deleted: _Optional[bool] = ..., api_key_id: _Optional[str] = ..., scheduling: _Optional[_Union[Scheduling, _Mapping]] = ..., filtering: _Optional[_Iterable[_Union[Filtering, _Mapping]]] = ..., pipeline: _Optional[_Union[Pipeline, _Mapping]] = ..., last_sync_scheduled_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_incremental_sync_scheduled_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    allowed_agents: _containers.RepeatedScalarFieldContainer[str]
+    refused_agents: _containers.RepeatedCompositeFieldContainer[RefusedAgent]
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., index_name: _Optional[str] = ..., service_type: _Optional[str] = ..., language: _Optional[str] = ..., is_native: _Optional[bool] = ..., status: _Optional[_Union[ConnectorStatus, str]] = ..., error: _Optional[str] = ..., last_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., configuration: _Optional[_Mapping[str, ConfigField]] = ..., last_sync_status: _Optional[_Union[SyncStatus, str]] = ..., last_sync_error: _Optional[str] = ..., last_synced: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_indexed_document_count: _Optional[int] = ..., last_deleted_document_count: _Optional[int] = ..., sync_cursor: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., deleted: _Optional[bool] = ..., api_key_id: _Optional[str] = ..., scheduling: _Optional[_Union[Scheduling, _Mapping]] = ..., filtering: _Optional[_Iterable[_Union[Filtering, _Mapping]]] = ..., pipeline: _Optional[_Union[Pipeline, _Mapping]] = ..., last_sync_scheduled_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_incremental_sync_scheduled_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., allowed_agents: _Optional[_Iterable[str]] = ..., refused_agents: _Optional[_Iterable[_Union[RefusedAgent, _Mapping]]] = ...) -> None: ...
+
+class RefusedAgent(_message.Message):
+    __slots__ = ("agent_id", "reason", "at")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    reason: str
+    at: _timestamp_pb2.Timestamp
+    def __init__(self, agent_id: _Optional[str] = ..., reason: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class PutConnectorRequest(_message.Message):
     __slots__ = ("connector_id", "name", "description", "index_name", "service_type", "language")
@@ -441,6 +455,20 @@ class UpdateServiceTypeRequest(_message.Message):
     def __init__(self, connector_id: _Optional[str] = ..., service_type: _Optional[str] = ...) -> None: ...
 
 class UpdateServiceTypeResponse(_message.Message):
+    __slots__ = ("connector",)
+    CONNECTOR_FIELD_NUMBER: _ClassVar[int]
+    connector: Connector
+    def __init__(self, connector: _Optional[_Union[Connector, _Mapping]] = ...) -> None: ...
+
+class UpdateAllowedAgentsRequest(_message.Message):
+    __slots__ = ("connector_id", "allowed_agents")
+    CONNECTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_AGENTS_FIELD_NUMBER: _ClassVar[int]
+    connector_id: str
+    allowed_agents: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, connector_id: _Optional[str] = ..., allowed_agents: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class UpdateAllowedAgentsResponse(_message.Message):
     __slots__ = ("connector",)
     CONNECTOR_FIELD_NUMBER: _ClassVar[int]
     connector: Connector

@@ -95,6 +95,11 @@ class ConnectorServiceStub:
                 request_serializer=ferry_dot_v1_dot_connector__pb2.UpdateServiceTypeRequest.SerializeToString,
                 response_deserializer=ferry_dot_v1_dot_connector__pb2.UpdateServiceTypeResponse.FromString,
                 _registered_method=True)
+        self.UpdateAllowedAgents = channel.unary_unary(
+                '/ferry.v1.ConnectorService/UpdateAllowedAgents',
+                request_serializer=ferry_dot_v1_dot_connector__pb2.UpdateAllowedAgentsRequest.SerializeToString,
+                response_deserializer=ferry_dot_v1_dot_connector__pb2.UpdateAllowedAgentsResponse.FromString,
+                _registered_method=True)
 
 
 class ConnectorServiceServicer:
@@ -190,6 +195,14 @@ class ConnectorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateAllowedAgents(self, request, context):
+        """Binds the connector to the agent identities (client certificate
+        Subject CN) allowed to serve it. An empty list unbinds it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConnectorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -252,6 +265,11 @@ def add_ConnectorServiceServicer_to_server(servicer, server):
                     servicer.UpdateServiceType,
                     request_deserializer=ferry_dot_v1_dot_connector__pb2.UpdateServiceTypeRequest.FromString,
                     response_serializer=ferry_dot_v1_dot_connector__pb2.UpdateServiceTypeResponse.SerializeToString,
+            ),
+            'UpdateAllowedAgents': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateAllowedAgents,
+                    request_deserializer=ferry_dot_v1_dot_connector__pb2.UpdateAllowedAgentsRequest.FromString,
+                    response_serializer=ferry_dot_v1_dot_connector__pb2.UpdateAllowedAgentsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -579,6 +597,33 @@ class ConnectorService:
             '/ferry.v1.ConnectorService/UpdateServiceType',
             ferry_dot_v1_dot_connector__pb2.UpdateServiceTypeRequest.SerializeToString,
             ferry_dot_v1_dot_connector__pb2.UpdateServiceTypeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateAllowedAgents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ferry.v1.ConnectorService/UpdateAllowedAgents',
+            ferry_dot_v1_dot_connector__pb2.UpdateAllowedAgentsRequest.SerializeToString,
+            ferry_dot_v1_dot_connector__pb2.UpdateAllowedAgentsResponse.FromString,
             options,
             channel_credentials,
             insecure,
