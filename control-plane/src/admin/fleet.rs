@@ -176,15 +176,15 @@ impl FleetService for Fleet {
     ) -> Result<Response<proto::GetConnectorAgentsResponse>, Status> {
         let id = request.into_inner().connector_id;
         super::validate::connector_id("connector_id", &id)?;
-        match self.app.stores.connectors.get(&id).await? {
-            Some(c) if !c.doc.deleted => {}
+        let connector = match self.app.stores.connectors.get(&id).await? {
+            Some(c) if !c.doc.deleted => c.doc,
             _ => {
                 return Err(crate::error::Error::NotFound(format!(
                     "connector {id:?} not found: list them with ListConnectors"
                 ))
                 .into())
             }
-        }
+        };
         let running = self
             .app
             .stores
@@ -203,8 +203,16 @@ impl FleetService for Fleet {
             .map(|h| (h.id.clone(), h.source.ferry.agent_id.clone().unwrap_or_default()))
             .collect();
         let agents = fleet(&self.app).await?;
-        let may_serve =
-            agents.iter().filter(|a| a.connectors.contains(&id)).map(AgentRecord::to_proto).collect();
+        // Offering the connector is not enough: the agent must also pass the
+        // connector's binding (allowed_agents / agents.require_binding).
+        let may_serve = agents
+            .iter()
+            .filter(|a| a.connectors.contains(&id))
+            .filter(|a| {
+                crate::agents::authz::verdict(&connector, &a.agent_id, self.app.require_binding).may_serve()
+            })
+            .map(AgentRecord::to_proto)
+            .collect();
         let serving = agents
             .iter()
             .filter(|a| a.running_job_ids.iter().any(|j| running_jobs.contains_key(j)))
