@@ -84,7 +84,7 @@ async fn malformed_and_oversized_messages_do_not_hurt_the_control_plane() {
             job_id: "not-mine".into(),
             lease_id: "nope".into(),
             sequence: 1,
-            documents: vec![proto::Document { id: "x".into(), source: b"{}".to_vec() }],
+            documents: vec![proto::Document { id: "x".into(), source: b"{}".to_vec().into() }],
             checkpoint: vec![],
         }))
         .await?;
@@ -126,11 +126,11 @@ async fn malformed_and_oversized_messages_do_not_hurt_the_control_plane() {
         let mut documents: Vec<proto::Document> = (0..20)
             .map(|i| proto::Document {
                 id: format!("doc-{i}"),
-                source: format!("{{\"n\":{i}}}").into_bytes(),
+                source: format!("{{\"n\":{i}}}").into_bytes().into(),
             })
             .collect();
-        documents.push(proto::Document { id: "bad-1".into(), source: b"not json at all".to_vec() });
-        documents.push(proto::Document { id: "bad-2".into(), source: b"[1,2,3]".to_vec() });
+        documents.push(proto::Document { id: "bad-1".into(), source: b"not json at all".to_vec().into() });
+        documents.push(proto::Document { id: "bad-2".into(), source: b"[1,2,3]".to_vec().into() });
         send(Out::Batch(proto::DocumentBatch {
             job_id: assign.job_id.clone(),
             lease_id: assign.lease_id.clone(),
@@ -166,7 +166,7 @@ async fn malformed_and_oversized_messages_do_not_hurt_the_control_plane() {
             job_id: "x".into(),
             lease_id: "x".into(),
             sequence: 1,
-            documents: vec![proto::Document { id: "huge".into(), source: huge }],
+            documents: vec![proto::Document { id: "huge".into(), source: huge.into() }],
             checkpoint: vec![],
         }))
         .await;

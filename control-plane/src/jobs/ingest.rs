@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use ferry_sdk::proto;
 use rand::Rng as _;
 use tokio::sync::Semaphore;
@@ -153,7 +152,7 @@ impl JobRun {
         self.tracker.spawn(async move {
             let proto::DocumentBatch { sequence, documents, checkpoint, .. } = batch;
             let docs: Vec<BulkDoc> =
-                documents.into_iter().map(|d| BulkDoc { id: d.id, source: Bytes::from(d.source) }).collect();
+                documents.into_iter().map(|d| BulkDoc { id: d.id, source: d.source }).collect();
             let received = docs.len() as u64;
             let Some(result) = run.index_patiently(&bulk, &docs, sequence).await else {
                 // Abandoned: no ack, no stats; the permit goes with the run.

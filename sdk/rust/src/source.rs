@@ -208,7 +208,7 @@ impl DocumentSender {
             self.flush().await?;
         }
         self.batch_bytes += size;
-        self.batch.push(proto::Document { id, source });
+        self.batch.push(proto::Document { id, source: source.into() });
         self.documents_sent += 1;
         Ok(())
     }
