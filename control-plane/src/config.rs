@@ -209,9 +209,9 @@ impl RawConfig {
         }
         let j = &self.jobs;
         let jobs = JobSettings {
-            max_unacked_batches: j.max_unacked_batches.unwrap_or(4).clamp(1, 64),
-            max_batch_bytes: j.max_batch_bytes.unwrap_or(4 * 1024 * 1024).clamp(16 * 1024, 32 * 1024 * 1024),
-            max_batch_documents: j.max_batch_documents.unwrap_or(5_000).clamp(1, 100_000),
+            max_unacked_batches: j.max_unacked_batches.unwrap_or(8).clamp(1, 64),
+            max_batch_bytes: j.max_batch_bytes.unwrap_or(2 * 1024 * 1024).clamp(16 * 1024, 32 * 1024 * 1024),
+            max_batch_documents: j.max_batch_documents.unwrap_or(2_500).clamp(1, 100_000),
             lease_timeout: Duration::from_secs(j.lease_timeout_s.unwrap_or(60).max(5)),
             poll_interval: Duration::from_millis(j.poll_interval_ms.unwrap_or(1_000).clamp(50, 60_000)),
         };
