@@ -46,18 +46,7 @@ pub struct RawConnector {
 }
 
 pub fn load(path: Option<&Path>, env: &BTreeMap<String, String>) -> Result<AgentSettings, String> {
-    let mut doc = match path {
-        Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .map_err(|e| format!("cannot read config file {}: {e}", p.display()))?;
-            serde_yaml_ng::from_str::<serde_json::Value>(&text)
-                .map_err(|e| format!("config file {} is not valid YAML: {e}", p.display()))?
-        }
-        None => serde_json::Value::Null,
-    };
-    if doc.is_null() {
-        doc = serde_json::Value::Object(Default::default());
-    }
+    let mut doc = ferry_sdk::settings::read_yaml_file(path)?;
     ferry_sdk::settings::overlay_agent_env(&mut doc, env);
     let raw: RawConfig = serde_json::from_value(doc).map_err(|e| format!("invalid configuration: {e}"))?;
     raw.validate().map_err(|errs| format!("invalid configuration:\n  - {}", errs.join("\n  - ")))

@@ -13,6 +13,21 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+/// Reads the YAML configuration file into a JSON tree (an empty object when
+/// there is no file, or the file is empty), ready for [`overlay_env`].
+pub fn read_yaml_file(path: Option<&std::path::Path>) -> Result<Value, String> {
+    let doc = match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| format!("cannot read config file {}: {e}", p.display()))?;
+            serde_yaml_ng::from_str::<Value>(&text)
+                .map_err(|e| format!("config file {} is not valid YAML: {e}", p.display()))?
+        }
+        None => Value::Null,
+    };
+    Ok(if doc.is_null() { Value::Object(Default::default()) } else { doc })
+}
+
 /// Prefix of every Ferry environment variable.
 pub const ENV_PREFIX: &str = "FERRY_";
 
