@@ -23,6 +23,9 @@ pub struct Column {
     /// `typname` of the base type (domains resolved), e.g. `int4`, `bytea`,
     /// `timestamp`; decides how the value is rendered.
     pub base_type: String,
+    /// OID of that base type: picks the renderer of built-in types
+    /// ([`super::render::Codec::for_type`]).
+    pub base_oid: u32,
 }
 
 /// A table with its columns and primary key.
@@ -140,7 +143,7 @@ pub async fn describe_table(client: &Client, schema: &str, table: &str) -> Resul
     let rows = client
         .query(
             "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), bt.typname::text, \
-                    COALESCE(k.ord, 0)::int4 \
+                    COALESCE(k.ord, 0)::int4, bt.oid \
              FROM pg_catalog.pg_class c \
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
@@ -165,7 +168,7 @@ pub async fn describe_table(client: &Client, schema: &str, table: &str) -> Resul
     let mut columns = Vec::with_capacity(rows.len());
     let mut pk: Vec<(i32, Column)> = Vec::new();
     for r in &rows {
-        let col = Column { name: r.get(0), sql_type: r.get(1), base_type: r.get(2) };
+        let col = Column { name: r.get(0), sql_type: r.get(1), base_type: r.get(2), base_oid: r.get(4) };
         let ord: i32 = r.get(3);
         if ord > 0 {
             pk.push((ord, col.clone()));

@@ -27,6 +27,7 @@ pub mod config;
 pub mod connect;
 pub mod ids;
 pub mod reader;
+pub mod render;
 pub mod rules;
 pub mod schema;
 

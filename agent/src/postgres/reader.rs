@@ -8,32 +8,33 @@
 //!   and no result is held in memory. Rows come in primary-key order, so the
 //!   last key read is an exact resume position (keyset: `WHERE (pk...) >
 //!   ($1::text::type, ...)`, with parameters, never interpolated values).
-//! - PostgreSQL renders the JSON (`json_build_object`, the same conversion as
-//!   `row_to_json`): numerics keep every digit, NaN/Infinity become strings,
-//!   json/jsonb nest, arrays are arrays, composites are objects, NULL is null
-//!   and any other type (custom, extension) becomes its text output — no type
-//!   can crash the reader. Two exceptions are rewritten in SQL:
-//!   `timestamp without time zone` is taken as UTC (`AT TIME ZONE 'UTC'`, so
-//!   the JSON carries an RFC 3339 offset; the session runs with
-//!   `TimeZone=UTC`), and `bytea` becomes base64 without line breaks.
-//!   (Arrays of those types keep PostgreSQL's default rendering.)
-//!   Field names are passed as parameters, so they are not cut at
-//!   PostgreSQL's 63-byte identifier limit.
-//! - The extra fields (`id`, `_timestamp`, `table`, `schema`, `database`)
-//!   are spliced into the JSON text; no JSON tree is built per row.
+//! - Values travel in PostgreSQL's binary format and the agent writes the
+//!   JSON ([`super::render`]), identical to what `to_json` would give: the
+//!   built-in types tables are made of (booleans, integers, numeric with
+//!   every digit, text, uuid, date, timestamptz, json, jsonb) are rendered
+//!   here; every other type is rendered by PostgreSQL itself
+//!   (`to_json(column)`), so arrays are arrays, composites are objects and
+//!   custom or extension types become their text output — no type can crash
+//!   the reader. Two rewrites happen in SQL: `timestamp without time zone`
+//!   is taken as UTC (`AT TIME ZONE 'UTC'`, so the JSON carries an RFC 3339
+//!   offset), and `bytea` becomes base64 without line breaks. (Arrays of
+//!   those types keep PostgreSQL's default rendering.)
+//! - Field names (`{schema}_{table}_{column}`) are written by the agent, so
+//!   they are not cut at PostgreSQL's 63-byte identifier limit; the extra
+//!   fields (`id`, `_timestamp`, `table`, `schema`, `database`) too. Each
+//!   row is written once, straight into its document's buffer: no JSON tree
+//!   and no intermediate string per value.
 
 use std::pin::Pin;
 
 use ferry_sdk::SourceError;
 use futures::StreamExt;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{FromSql, ToSql, Type};
 use tokio_postgres::{Client, RowStream};
 
 use super::catalog::{query_error, quote_ident, TableInfo};
 use super::ids::{finalize_id, push_key_part, KeyKind};
-
-/// `json_build_object` takes at most 100 arguments: 50 key/value pairs.
-const PAIRS_PER_OBJECT: usize = 50;
+use super::render::Codec;
 
 /// What every document of a sync shares.
 #[derive(Debug, Clone)]
@@ -73,6 +74,8 @@ pub struct TablePlan {
     pub fields: Vec<String>,
     /// Column list used for `fields` (duplicates after lower-casing dropped).
     columns: Vec<usize>,
+    /// Per selected column: `,"{field}":` and how its value is rendered.
+    renders: Vec<(Vec<u8>, Codec)>,
     key_kinds: Vec<KeyKind>,
     /// Indices into the primary key, in table column order: the order of the
     /// key parts in the document id (see below).
@@ -81,7 +84,6 @@ pub struct TablePlan {
     id_prefix: String,
     /// `,"_timestamp":...,"table":...,"schema":...,"database":...}`
     suffix: Vec<u8>,
-    objects: usize,
     /// Basic sync rules that apply to this table (see `rules.rs`).
     pub filter: super::rules::RowFilter,
 }
@@ -133,46 +135,40 @@ impl TablePlan {
             write_json_str(&mut suffix, v);
         }
         suffix.push(b'}');
-        let objects = columns.len().div_ceil(PAIRS_PER_OBJECT).max(1);
+        let renders = columns
+            .iter()
+            .zip(&fields)
+            .map(|(&ci, field)| {
+                let mut key = vec![b','];
+                write_json_str(&mut key, field);
+                key.push(b':');
+                (key, select_expr(&table.columns[ci]).1)
+            })
+            .collect();
         Ok(Self {
             table,
             fields,
             columns,
+            renders,
             key_kinds,
             id_order,
             id_prefix,
             suffix,
-            objects,
             filter: Default::default(),
         })
     }
 
-    /// The SELECT; with `resume`, a keyset predicate whose parameters follow
-    /// the field-name parameters.
+    /// The SELECT: the columns, then the primary key as text; with
+    /// `resume`, a keyset predicate whose parameters come first.
     pub fn sql(&self, resume: bool) -> String {
         let t = &self.table;
         let mut sql = String::from("SELECT ");
         let mut param = 0usize;
-        for (chunk_no, chunk) in self.columns.chunks(PAIRS_PER_OBJECT).enumerate() {
-            if chunk_no > 0 {
+        for (j, &ci) in self.columns.iter().enumerate() {
+            if j > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str("json_build_object(");
-            for (j, &ci) in chunk.iter().enumerate() {
-                if j > 0 {
-                    sql.push_str(", ");
-                }
-                param += 1;
-                let col = &t.columns[ci];
-                let c = format!("t.{}", quote_ident(&col.name));
-                let expr = match col.base_type.as_str() {
-                    "timestamp" => format!("({c}::timestamp AT TIME ZONE 'UTC')"),
-                    "bytea" => format!("translate(encode({c}::bytea, 'base64'), E'\\n', '')"),
-                    _ => c,
-                };
-                sql.push_str(&format!("${param}::text, {expr}"));
-            }
-            sql.push_str(")::text");
+            sql.push_str(&select_expr(&t.columns[ci]).0);
         }
         let pk: Vec<String> = t.primary_key.iter().map(|c| format!("t.{}", quote_ident(&c.name))).collect();
         for p in &pk {
@@ -208,6 +204,49 @@ impl TablePlan {
     }
 }
 
+/// The SELECT expression for a column and how its value is rendered.
+///
+/// Native types are cast to their base type so a domain arrives in its base
+/// type's binary form; the rest is rendered by PostgreSQL as `json`.
+fn select_expr(col: &super::catalog::Column) -> (String, Codec) {
+    let c = format!("t.{}", quote_ident(&col.name));
+    match col.base_type.as_str() {
+        "timestamp" if col.base_oid == 1114 => {
+            return (format!("({c}::pg_catalog.timestamp AT TIME ZONE 'UTC')"), Codec::TimestampTz)
+        }
+        "bytea" if col.base_oid == 17 => {
+            return (
+                format!(
+                    "pg_catalog.translate(pg_catalog.encode({c}::pg_catalog.bytea, 'base64'), E'\\n', '')"
+                ),
+                Codec::Text,
+            )
+        }
+        _ => {}
+    }
+    match Codec::for_type(col.base_oid) {
+        Some(codec) => (format!("{c}::pg_catalog.{}", quote_ident(&col.base_type)), codec),
+        None => (format!("pg_catalog.to_json({c})"), Codec::Json),
+    }
+}
+
+/// One column of a row as it came off the wire (binary format), any type.
+struct RawValue<'a>(Option<&'a [u8]>);
+
+impl<'a> FromSql<'a> for RawValue<'a> {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(RawValue(Some(raw)))
+    }
+
+    fn from_sql_null(_: &Type) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(RawValue(None))
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+}
+
 /// Reads one table inside its own snapshot transaction.
 pub struct TableReader<'a> {
     client: &'a Client,
@@ -239,10 +278,7 @@ impl<'a> TableReader<'a> {
             .await
             .map_err(|e| query_error(&what, &e))?;
         let sql = plan.sql(after.is_some());
-        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(plan.fields.len() + plan.key_len());
-        for f in &plan.fields {
-            params.push(f);
-        }
+        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(plan.key_len() + plan.filter.len());
         if let Some(a) = after {
             for v in a {
                 params.push(v);
@@ -273,9 +309,10 @@ impl<'a> TableReader<'a> {
         let bad_row = |e: tokio_postgres::Error| {
             SourceError::Internal(format!("read table \"{}\": unexpected row: {e}", plan.table.name))
         };
+        let values = plan.renders.len();
         let mut key = Vec::with_capacity(plan.key_len());
         for i in 0..plan.key_len() {
-            let text: &str = row.try_get(plan.objects + i).map_err(bad_row)?;
+            let text: &str = row.try_get(values + i).map_err(bad_row)?;
             key.push(text.to_owned());
         }
         let mut id = plan.id_prefix.clone();
@@ -284,22 +321,26 @@ impl<'a> TableReader<'a> {
         }
         let id = finalize_id(id);
 
-        let mut objects: Vec<&str> = Vec::with_capacity(plan.objects);
+        // Size the buffer once: rendered JSON is close to the binary size
+        // (escapes and dates add a little; the slack covers most rows).
         let mut len = id.len() + plan.suffix.len() + 16;
-        for i in 0..plan.objects {
-            let o: &str = row.try_get(i).map_err(bad_row)?;
-            len += o.len();
-            objects.push(o);
+        for (i, (field, _)) in plan.renders.iter().enumerate() {
+            let v: RawValue = row.try_get(i).map_err(bad_row)?;
+            len += field.len() + v.0.map_or(4, |r| r.len() + r.len() / 8 + 8);
         }
         let mut source = Vec::with_capacity(len);
         source.extend_from_slice(b"{\"id\":");
         write_json_str(&mut source, &id);
-        for o in objects {
-            // `{...}` → `...`; an object is never empty (a table has columns).
-            let inner = o.trim().strip_prefix('{').and_then(|s| s.strip_suffix('}')).unwrap_or("");
-            if !inner.trim().is_empty() {
-                source.push(b',');
-                source.extend_from_slice(inner.as_bytes());
+        for (i, (field, codec)) in plan.renders.iter().enumerate() {
+            source.extend_from_slice(field);
+            match row.try_get::<_, RawValue>(i).map_err(bad_row)?.0 {
+                None => source.extend_from_slice(b"null"),
+                Some(raw) => codec.write(raw, &mut source).map_err(|e| {
+                    SourceError::Internal(format!(
+                        "read table \"{}\", column \"{}\": {e}",
+                        plan.table.name, plan.table.columns[plan.columns[i]].name
+                    ))
+                })?,
             }
         }
         source.extend_from_slice(&plan.suffix);

@@ -280,8 +280,12 @@ mod tests {
     use crate::postgres::catalog::Column;
 
     fn table() -> TableInfo {
-        let col =
-            |n: &str, t: &str, b: &str| Column { name: n.into(), sql_type: t.into(), base_type: b.into() };
+        let col = |n: &str, t: &str, b: &str| Column {
+            name: n.into(),
+            sql_type: t.into(),
+            base_type: b.into(),
+            base_oid: 0,
+        };
         TableInfo {
             schema: "public".into(),
             name: "item".into(),
