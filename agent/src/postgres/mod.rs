@@ -251,11 +251,6 @@ async fn read_table<S: DocumentSink + ?Sized>(
     sink: &mut S,
 ) -> Result<u64, SourceError> {
     let mut reader = TableReader::open(client, plan, after).await?;
-    // `{"table":"<name>","after":[` once per table; each checkpoint then
-    // costs one small allocation of the key's size.
-    let mut cp_prefix = b"{\"table\":".to_vec();
-    reader::write_json_str(&mut cp_prefix, &plan.table.name);
-    cp_prefix.extend_from_slice(b",\"after\":[");
     loop {
         let doc = tokio::select! {
             biased;
@@ -263,18 +258,8 @@ async fn read_table<S: DocumentSink + ?Sized>(
             d = reader.next() => d?,
         };
         let Some(doc) = doc else { break };
-        let mut cp =
-            Vec::with_capacity(cp_prefix.len() + doc.key.iter().map(|k| k.len() + 3).sum::<usize>() + 2);
-        cp.extend_from_slice(&cp_prefix);
-        for (i, k) in doc.key.iter().enumerate() {
-            if i > 0 {
-                cp.push(b',');
-            }
-            reader::write_json_str(&mut cp, k);
-        }
-        cp.extend_from_slice(b"]}");
         sink.send(doc.id, doc.source).await?;
-        sink.checkpoint(cp);
+        sink.checkpoint(doc.checkpoint);
     }
     reader.finish().await
 }

@@ -62,8 +62,9 @@ pub struct Document {
     pub id: String,
     /// The `_source`: one JSON object, no newlines.
     pub source: Vec<u8>,
-    /// The row's primary key values as PostgreSQL text, in key order.
-    pub key: Vec<String>,
+    /// The resume position after this row:
+    /// `{"table":"<name>","after":["<pk text>", ...]}` (key order).
+    pub checkpoint: Vec<u8>,
 }
 
 /// The SQL and fixed parts of the documents of one table.
@@ -84,6 +85,8 @@ pub struct TablePlan {
     id_prefix: String,
     /// `,"_timestamp":...,"table":...,"schema":...,"database":...}`
     suffix: Vec<u8>,
+    /// `{"table":"<name>","after":[`: the start of every checkpoint.
+    checkpoint_prefix: Vec<u8>,
     /// Basic sync rules that apply to this table (see `rules.rs`).
     pub filter: super::rules::RowFilter,
 }
@@ -145,7 +148,11 @@ impl TablePlan {
                 (key, select_expr(&table.columns[ci]).1)
             })
             .collect();
+        let mut checkpoint_prefix = b"{\"table\":".to_vec();
+        write_json_str(&mut checkpoint_prefix, &table.name);
+        checkpoint_prefix.extend_from_slice(b",\"after\":[");
         Ok(Self {
+            checkpoint_prefix,
             table,
             fields,
             columns,
@@ -310,16 +317,21 @@ impl<'a> TableReader<'a> {
             SourceError::Internal(format!("read table \"{}\": unexpected row: {e}", plan.table.name))
         };
         let values = plan.renders.len();
-        let mut key = Vec::with_capacity(plan.key_len());
-        for i in 0..plan.key_len() {
-            let text: &str = row.try_get(values + i).map_err(bad_row)?;
-            key.push(text.to_owned());
-        }
+        let key = |i: usize| -> Result<&str, SourceError> { row.try_get(values + i).map_err(bad_row) };
         let mut id = plan.id_prefix.clone();
         for &i in &plan.id_order {
-            push_key_part(&mut id, plan.key_kinds[i], &key[i]);
+            push_key_part(&mut id, plan.key_kinds[i], key(i)?);
         }
         let id = finalize_id(id);
+        let mut checkpoint = Vec::with_capacity(plan.checkpoint_prefix.len() + 8 * plan.key_len() + 16);
+        checkpoint.extend_from_slice(&plan.checkpoint_prefix);
+        for i in 0..plan.key_len() {
+            if i > 0 {
+                checkpoint.push(b',');
+            }
+            write_json_str(&mut checkpoint, key(i)?);
+        }
+        checkpoint.extend_from_slice(b"]}");
 
         // Size the buffer once: rendered JSON is close to the binary size
         // (escapes and dates add a little; the slack covers most rows).
@@ -355,7 +367,7 @@ impl<'a> TableReader<'a> {
                 }
             }
         }
-        Ok(Some(Document { id, source, key }))
+        Ok(Some(Document { id, source, checkpoint }))
     }
 
     /// Rows read so far.

@@ -274,8 +274,52 @@ fn bad_request(reason: String) -> Response<Body> {
         r = serde_json::to_string(&reason).unwrap()))
 }
 
+/// Which parts of a `_bulk` answer to write: Elasticsearch's `filter_path`, for the shapes bulk
+/// clients use (`took`, `errors`, `items.*.<field>`); no parameter means everything.
+struct BulkFilter {
+    took: bool,
+    errors: bool,
+    /// `None`: every item field.
+    item_fields: Option<Vec<String>>,
+}
+
+impl BulkFilter {
+    fn from_query(query: Option<&str>) -> BulkFilter {
+        let fp = query.into_iter().flat_map(|q| q.split('&')).find_map(|kv| kv.strip_prefix("filter_path="));
+        let Some(fp) = fp else { return BulkFilter { took: true, errors: true, item_fields: None } };
+        let fp = fp.replace("%2C", ",").replace("%2c", ",").replace("%2A", "*").replace("%2a", "*");
+        let paths: Vec<&str> = fp.split(',').collect();
+        let item_fields = if paths.iter().any(|p| *p == "items" || *p == "items.*") {
+            None
+        } else {
+            Some(paths.iter().filter_map(|p| p.strip_prefix("items.*.")).map(str::to_owned).collect())
+        };
+        BulkFilter { took: paths.contains(&"took"), errors: paths.contains(&"errors"), item_fields }
+    }
+
+    fn item(&self, field: &str) -> bool {
+        self.item_fields.as_ref().is_none_or(|f| f.iter().any(|x| x == field))
+    }
+}
+
+/// Appends `,"key":value` (or `"key":value` first in its object) when the filter keeps it.
+fn field(out: &mut Vec<u8>, first: &mut bool, keep: bool, key: &str, value: &[u8]) {
+    if !keep {
+        return;
+    }
+    if !*first {
+        out.push(b',');
+    }
+    *first = false;
+    out.push(b'"');
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":");
+    out.extend_from_slice(value);
+}
+
 async fn bulk(sink: &Sink, default_index: Option<String>, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
+    let filter = BulkFilter::from_query(req.uri().query());
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => return bad_request(format!("reading body: {e}")),
@@ -376,41 +420,59 @@ async fn bulk(sink: &Sink, default_index: Option<String>, req: Request<Incoming>
     }
     let errors = results.iter().any(|r| r.0 >= 300);
     let mut out = Vec::with_capacity(64 + items.len() * 190);
-    out.extend_from_slice(format!(r#"{{"took":{},"errors":{errors},"items":["#, started.elapsed().as_millis()).as_bytes());
-    for (n, (it, (status, seq, existed))) in items.iter().zip(results).enumerate() {
-        if n > 0 {
+    out.push(b'{');
+    let mut first = true;
+    field(&mut out, &mut first, filter.took, "took", started.elapsed().as_millis().to_string().as_bytes());
+    field(&mut out, &mut first, filter.errors, "errors", if errors { b"true" } else { b"false" });
+    if filter.item_fields.as_ref().is_none_or(|f| !f.is_empty()) {
+        if !first {
             out.push(b',');
         }
-        out.extend_from_slice(b"{\"");
-        out.extend_from_slice(it.op.as_bytes());
-        out.extend_from_slice(b"\":{\"_index\":");
-        serde_json::to_writer(&mut out, &it.index).unwrap();
-        out.extend_from_slice(b",\"_id\":");
-        serde_json::to_writer(&mut out, &it.id).unwrap();
-        if let Some((st, ty, reason)) = &it.error {
-            out.extend_from_slice(format!(r#","status":{st},"error":{{"type":"{ty}","reason":"#).as_bytes());
-            serde_json::to_writer(&mut out, reason).unwrap();
-            out.extend_from_slice(b"}}}");
-            continue;
+        out.extend_from_slice(b"\"items\":[");
+        for (n, (it, (status, seq, existed))) in items.iter().zip(results).enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"");
+            out.extend_from_slice(it.op.as_bytes());
+            out.extend_from_slice(b"\":{");
+            let mut f = true;
+            let keep = |k: &str| filter.item(k);
+            field(&mut out, &mut f, keep("_index"), "_index", &serde_json::to_vec(&it.index).unwrap());
+            field(&mut out, &mut f, keep("_id"), "_id", &serde_json::to_vec(&it.id).unwrap());
+            let result = match (it.op, status) {
+                ("delete", 200) => "deleted",
+                (_, 404) => "not_found",
+                (_, 409) => "conflict",
+                (_, 201) => "created",
+                _ => "updated",
+            };
+            let error = match &it.error {
+                Some((st, ty, reason)) => Some((*st, ty.to_string(), reason.clone())),
+                None if status >= 300 => Some((
+                    status,
+                    if status == 409 { "version_conflict_engine_exception" } else { "document_missing_exception" }.to_string(),
+                    result.to_string(),
+                )),
+                None => None,
+            };
+            if let Some((st, ty, reason)) = error {
+                field(&mut out, &mut f, keep("status"), "status", st.to_string().as_bytes());
+                let e = format!(r#"{{"type":"{ty}","reason":{}}}"#, serde_json::to_string(&reason).unwrap());
+                field(&mut out, &mut f, keep("error"), "error", e.as_bytes());
+            } else {
+                field(&mut out, &mut f, keep("_version"), "_version", if existed { b"2" } else { b"1" });
+                field(&mut out, &mut f, keep("result"), "result", format!("\"{result}\"").as_bytes());
+                field(&mut out, &mut f, keep("_shards"), "_shards", br#"{"total":1,"successful":1,"failed":0}"#);
+                field(&mut out, &mut f, keep("_seq_no"), "_seq_no", seq.to_string().as_bytes());
+                field(&mut out, &mut f, keep("_primary_term"), "_primary_term", b"1");
+                field(&mut out, &mut f, keep("status"), "status", status.to_string().as_bytes());
+            }
+            out.extend_from_slice(b"}}");
         }
-        let result = match (it.op, status) {
-            ("delete", 200) => "deleted",
-            (_, 404) => "not_found",
-            (_, 409) => "conflict",
-            (_, 201) => "created",
-            _ => "updated",
-        };
-        if status >= 300 {
-            let ty = if status == 409 { "version_conflict_engine_exception" } else { "document_missing_exception" };
-            out.extend_from_slice(format!(r#","status":{status},"error":{{"type":"{ty}","reason":"{result}"}}}}}}"#).as_bytes());
-            continue;
-        }
-        out.extend_from_slice(format!(
-            r#","_version":{},"result":"{result}","_shards":{{"total":1,"successful":1,"failed":0}},"_seq_no":{seq},"_primary_term":1,"status":{status}}}}}"#,
-            if existed { 2 } else { 1 }
-        ).as_bytes());
+        out.push(b']');
     }
-    out.extend_from_slice(b"]}");
+    out.push(b'}');
     json(StatusCode::OK, out)
 }
 

@@ -26,6 +26,11 @@ use serde::Deserialize;
 use super::client::{EsClient, Refresh};
 use super::error::{parse_error_body, EsError};
 
+/// The parts of a `_bulk` answer the indexer uses (standard `filter_path`, honoured by
+/// Elasticsearch and OpenSearch; a server that ignores it sends the full answer, which parses
+/// the same).
+const BULK_FILTER_PATH: &str = "errors,items.*._id,items.*.status,items.*.error";
+
 /// How many failure reasons a [`BulkOutcome`] keeps (the count is always exact).
 pub const MAX_KEPT_FAILURES: usize = 5;
 
@@ -150,7 +155,11 @@ impl BulkIndexer {
                 }),
             }
         }
-        let mut query: Vec<(&str, &str)> = Vec::with_capacity(2);
+        let mut query: Vec<(&str, &str)> = Vec::with_capacity(3);
+        // Only what `parse_items` reads: without this, every item carries _index, _version,
+        // result, _shards, _seq_no and _primary_term, about two thirds of a ~190-byte item that
+        // Elasticsearch writes and we parse for every document.
+        query.push(("filter_path", BULK_FILTER_PATH));
         if let Some(p) = &self.config.pipeline {
             query.push(("pipeline", p));
         }

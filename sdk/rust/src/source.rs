@@ -246,11 +246,13 @@ impl DocumentSender {
         // The permit comes back when the control plane acknowledges the batch.
         permit.forget();
         self.last_sequence += 1;
+        let len = self.batch.len();
         let batch = proto::DocumentBatch {
             job_id: self.job_id.clone(),
             lease_id: self.lease_id.clone(),
             sequence: self.last_sequence,
-            documents: std::mem::take(&mut self.batch),
+            // The next batch will be about as long: no regrowing from empty.
+            documents: std::mem::replace(&mut self.batch, Vec::with_capacity(len)),
             checkpoint: self.checkpoint.clone(),
         };
         self.batch_bytes = 0;
