@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ferry_sdk::runtime::{AgentSettings, ServedConnector, TlsFiles};
+use ferry_sdk::runtime::{AgentSettings, ServedConnector, StreamCompression, TlsFiles};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -28,6 +28,8 @@ pub struct RawControlPlane {
     /// differs from the URL's host.
     pub server_name: Option<String>,
     pub connect_timeout_s: Option<u64>,
+    /// `none` (default), `gzip` or `zstd`: compression of the document stream.
+    pub compression: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -60,6 +62,7 @@ impl RawConfig {
             tls: None,
             server_name: None,
             connect_timeout_s: None,
+            compression: None,
         });
         let url = cp.url.unwrap_or_default();
         if url.is_empty() {
@@ -83,6 +86,17 @@ impl RawConfig {
                 None
             }
             None => None,
+        };
+        let compression = match cp.compression.as_deref().map(StreamCompression::parse) {
+            None => StreamCompression::None,
+            Some(Some(c)) => c,
+            Some(None) => {
+                errs.push(format!(
+                    "control_plane.compression {:?} is not one of none, gzip, zstd (zstd pays on slow links; none on a LAN)",
+                    cp.compression.unwrap_or_default()
+                ));
+                StreamCompression::None
+            }
         };
         if self.connectors.is_empty() {
             errs.push(
@@ -110,6 +124,7 @@ impl RawConfig {
             connectors,
             max_concurrent_jobs: self.max_concurrent_jobs.unwrap_or(2).clamp(1, 64),
             connect_timeout: Duration::from_secs(cp.connect_timeout_s.unwrap_or(10).max(1)),
+            compression,
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         })
     }
@@ -149,5 +164,23 @@ mod tests {
                 .collect();
         let err = load(None, &env).unwrap_err();
         assert!(err.contains("control_plane.tls"), "{err}");
+    }
+
+    #[test]
+    fn compression_is_read_from_the_environment_and_checked() {
+        let env = |c: &str| -> BTreeMap<String, String> {
+            [
+                ("FERRY_CONTROL_PLANE_URL", "http://127.0.0.1:1"),
+                ("FERRY_CONNECTOR_ID", "c"),
+                ("FERRY_CONTROL_PLANE__COMPRESSION", c),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect()
+        };
+        assert_eq!(load(None, &env("zstd")).unwrap().compression, StreamCompression::Zstd);
+        assert_eq!(load(None, &env("GZIP")).unwrap().compression, StreamCompression::Gzip);
+        let err = load(None, &env("lz4")).unwrap_err();
+        assert!(err.contains("control_plane.compression") && err.contains("zstd"), "{err}");
     }
 }

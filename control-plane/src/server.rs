@@ -97,7 +97,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
 
     let agent_service = proto::agent_service_server::AgentServiceServer::new(AgentService::new(app.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+        // Agents on slow links may compress their stream (agent setting
+        // `control_plane.compression`); the size limit applies decompressed.
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+        .accept_compressed(tonic::codec::CompressionEncoding::Zstd);
     // TLS is terminated in agents::tls (not by tonic) so refused handshakes are logged.
     let agents_tls = crate::agents::tls::server_config(&config.agents_tls)
         .map_err(|e| ServerError::Store(crate::error::Error::Internal(e)))?;

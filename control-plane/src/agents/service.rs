@@ -52,6 +52,13 @@ impl proto::agent_service_server::AgentService for AgentService {
         let first = certs.first().ok_or_else(|| Status::unauthenticated("empty client certificate chain"))?;
         let agent_id = agent_id_from_cert(first.as_ref()).map_err(Status::unauthenticated)?;
         let address = request.remote_addr().map(|a| a.to_string()).unwrap_or_default();
+        // How the agent compresses its stream (`grpc-encoding`), for the log.
+        let compression = request
+            .metadata()
+            .get("grpc-encoding")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("identity")
+            .to_owned();
         if self.app.shutdown.is_cancelled() {
             return Err(Status::unavailable(
                 "the control plane is shutting down; reconnect to another instance",
@@ -92,7 +99,7 @@ impl proto::agent_service_server::AgentService for AgentService {
         session.send(Out::Welcome(welcome)).await;
         tracing::info!(
             agent_id = %agent_id, session_id = %session.session_id, address = %session.address,
-            version = %session.agent_version,
+            version = %session.agent_version, compression = %compression,
             connectors = ?session.offers.iter().map(|o| o.connector_id.as_str()).collect::<Vec<_>>(),
             "agent connected"
         );

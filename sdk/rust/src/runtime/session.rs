@@ -53,6 +53,9 @@ pub(super) async fn run(
     let mut client = proto::agent_service_client::AgentServiceClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    if let Some(encoding) = settings.compression.encoding() {
+        client = client.send_compressed(encoding);
+    }
     let (tx, rx) = mpsc::channel::<proto::AgentMessage>(OUTBOUND_QUEUE);
     let hello = proto::Hello {
         protocol_version: crate::PROTOCOL_VERSION as i32,
