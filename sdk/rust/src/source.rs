@@ -6,8 +6,10 @@
 //! assigned to the agent. `sync` pushes documents into a [`DocumentSender`],
 //! which batches them by bytes and count and waits whenever the control
 //! plane has as many unacknowledged batches as the flow-control window
-//! allows: a source that simply awaits `send` runs exactly as fast as
-//! Elasticsearch accepts documents, with bounded memory.
+//! allows, or as many unacknowledged bytes as that window of full batches
+//! (see [`FlowWindow`]): a source that simply awaits `send` runs exactly as
+//! fast as Elasticsearch accepts documents, with memory bounded in bytes even
+//! when single documents are larger than a batch.
 //!
 //! Checkpoints: after sending documents, a source may call
 //! [`DocumentSender::checkpoint`] with an opaque position ("everything up to
@@ -17,7 +19,8 @@
 //! [`Job::resume_checkpoint`]. Documents between that checkpoint and the
 //! failure are sent again; ids are deterministic, so they overwrite.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use tokio::sync::{mpsc, Semaphore};
@@ -126,13 +129,80 @@ pub trait Source: Send + Sync + 'static {
     async fn sync(&self, job: &Job, out: &mut DocumentSender) -> Result<(), SourceError>;
 }
 
+/// A job's flow-control window as the agent keeps it: at most
+/// `max_unacked_batches` batches **and** at most `max_unacked_batches ×
+/// max_batch_bytes` bytes sent and not yet acknowledged.
+///
+/// The control plane only counts batches, and batches are cut at
+/// `max_batch_bytes`, so for ordinary rows the byte budget never binds. It
+/// binds when single documents are larger than a batch (a 16 MB row travels
+/// alone in a 16 MB batch): counting batches alone would let 8 of them be in
+/// flight, 128 MB held by the agent and again by the control plane. With the
+/// byte budget such a batch waits until enough earlier ones are
+/// acknowledged; one larger than the whole budget waits until nothing else
+/// is in flight and then travels alone, so a big document slows the sync
+/// down for its own bytes but neither fails it nor multiplies memory.
+pub(crate) struct FlowWindow {
+    batches: Semaphore,
+    batch_capacity: u32,
+    /// In KiB, so any budget fits the semaphore's `u32` permits.
+    kib: Semaphore,
+    kib_capacity: u32,
+    /// KiB held by each unacknowledged batch, by sequence.
+    held: Mutex<HashMap<u64, u32>>,
+}
+
+impl FlowWindow {
+    pub(crate) fn new(flow: &proto::FlowControl) -> Self {
+        let batch_capacity = flow.max_unacked_batches.max(1);
+        let batch_bytes = u64::from(flow.max_batch_bytes.max(1024));
+        let kib_capacity = (u64::from(batch_capacity) * batch_bytes).div_ceil(1024).min(u64::from(u32::MAX >> 4)) as u32;
+        Self {
+            batches: Semaphore::new(batch_capacity as usize),
+            batch_capacity,
+            kib: Semaphore::new(kib_capacity as usize),
+            kib_capacity,
+            held: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Waits for room for one batch of `bytes` and holds it for `sequence`
+    /// until [`FlowWindow::release`].
+    async fn acquire(&self, sequence: u64, bytes: usize) -> Result<(), SyncStopped> {
+        let kib = (bytes.div_ceil(1024) as u64).clamp(1, u64::from(self.kib_capacity)) as u32;
+        self.batches.acquire().await.map_err(|_| SyncStopped::SessionLost)?.forget();
+        self.kib.acquire_many(kib).await.map_err(|_| SyncStopped::SessionLost)?.forget();
+        self.held.lock().expect("flow window lock").insert(sequence, kib);
+        Ok(())
+    }
+
+    /// The control plane acknowledged batch `sequence`: its room comes back.
+    /// True when the batch was in flight (an unknown or repeated ack frees
+    /// nothing).
+    pub(crate) fn release(&self, sequence: u64) -> bool {
+        let Some(kib) = self.held.lock().expect("flow window lock").remove(&sequence) else {
+            return false;
+        };
+        self.kib.add_permits(kib as usize);
+        self.batches.add_permits(1);
+        true
+    }
+
+    /// Waits until every batch sent was acknowledged.
+    async fn wait_idle(&self) -> Result<(), SyncStopped> {
+        let b = self.batches.acquire_many(self.batch_capacity).await.map_err(|_| SyncStopped::SessionLost)?;
+        let k = self.kib.acquire_many(self.kib_capacity).await.map_err(|_| SyncStopped::SessionLost)?;
+        drop((b, k));
+        Ok(())
+    }
+}
+
 /// Batches documents into `DocumentBatch` messages under flow control.
 pub struct DocumentSender {
     job_id: String,
     lease_id: String,
     outbound: mpsc::Sender<proto::AgentMessage>,
-    window: Arc<Semaphore>,
-    window_size: u32,
+    window: Arc<FlowWindow>,
     max_batch_bytes: usize,
     max_batch_documents: usize,
     batch: Vec<proto::Document>,
@@ -154,7 +224,7 @@ impl DocumentSender {
         job_id: String,
         lease_id: String,
         outbound: mpsc::Sender<proto::AgentMessage>,
-        window: Arc<Semaphore>,
+        window: Arc<FlowWindow>,
         flow: &proto::FlowControl,
         cancel: CancellationToken,
     ) -> Self {
@@ -163,7 +233,6 @@ impl DocumentSender {
             lease_id,
             outbound,
             window,
-            window_size: flow.max_unacked_batches.max(1),
             max_batch_bytes: (flow.max_batch_bytes as usize).max(1024),
             max_batch_documents: (flow.max_batch_documents as usize).max(1),
             batch: Vec::new(),
@@ -238,14 +307,14 @@ impl DocumentSender {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let permit = tokio::select! {
+        // The room comes back when the control plane acknowledges the batch.
+        let sequence = self.last_sequence + 1;
+        tokio::select! {
             biased;
             _ = self.cancel.cancelled() => return Err(SyncStopped::Canceled),
-            p = self.window.acquire() => p.map_err(|_| SyncStopped::SessionLost)?,
+            r = self.window.acquire(sequence, self.batch_bytes) => r?,
         };
-        // The permit comes back when the control plane acknowledges the batch.
-        permit.forget();
-        self.last_sequence += 1;
+        self.last_sequence = sequence;
         let len = self.batch.len();
         let batch = proto::DocumentBatch {
             job_id: self.job_id.clone(),
@@ -267,12 +336,11 @@ impl DocumentSender {
     /// Flush and wait until every batch sent was acknowledged.
     pub(crate) async fn finish(&mut self) -> Result<u64, SyncStopped> {
         self.flush().await?;
-        let all = tokio::select! {
+        tokio::select! {
             biased;
             _ = self.cancel.cancelled() => return Err(SyncStopped::Canceled),
-            p = self.window.acquire_many(self.window_size) => p.map_err(|_| SyncStopped::SessionLost)?,
+            r = self.window.wait_idle() => r?,
         };
-        drop(all);
         Ok(self.last_sequence)
     }
 
@@ -298,7 +366,7 @@ mod tests {
             "job".into(),
             "lease".into(),
             tx,
-            Arc::new(Semaphore::new(4)),
+            Arc::new(FlowWindow::new(&flow)),
             &flow,
             CancellationToken::new(),
         );
@@ -313,5 +381,70 @@ mod tests {
         assert_eq!(b.documents.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["small"]);
         let meta = out.take_metadata();
         assert_eq!(meta["oversized_documents"], serde_json::json!({"count": 1, "first_ids": ["huge"]}));
+    }
+
+    fn batch_of(msg: Option<proto::AgentMessage>) -> proto::DocumentBatch {
+        match msg {
+            Some(proto::AgentMessage { message: Some(proto::agent_message::Message::Batch(b)) }) => b,
+            other => panic!("expected a batch, got {other:?}"),
+        }
+    }
+
+    /// Documents larger than a batch travel alone, and the window holds at
+    /// most `max_unacked_batches × max_batch_bytes` unacknowledged bytes
+    /// (here 4 × 64 KiB), not 4 such batches.
+    #[tokio::test]
+    async fn window_bounds_unacknowledged_bytes() {
+        let (tx, mut rx) = mpsc::channel(64);
+        let flow = proto::FlowControl {
+            max_unacked_batches: 4,
+            max_batch_bytes: 64 * 1024,
+            max_batch_documents: 1000,
+        };
+        let window = Arc::new(FlowWindow::new(&flow));
+        let mut out =
+            DocumentSender::new("job".into(), "lease".into(), tx, window.clone(), &flow, CancellationToken::new());
+        let small = || br#"{"a":1}"#.to_vec();
+        let big = |kib: usize| {
+            let mut v = br#"{"t":""#.to_vec();
+            v.resize(kib * 1024, b'x');
+            v.extend_from_slice(br#""}"#);
+            v
+        };
+        // small, a 100 KiB document (closes the small batch, travels alone),
+        // small: two batches sent, the third is being filled.
+        out.send("s1".into(), small()).await.unwrap();
+        out.send("b1".into(), big(100)).await.unwrap();
+        out.send("s2".into(), small()).await.unwrap();
+        let ids = |b: &proto::DocumentBatch| b.documents.iter().map(|d| d.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&batch_of(rx.recv().await)), ["s1"]);
+        let b = batch_of(rx.recv().await);
+        assert_eq!((ids(&b), b.sequence), (vec!["b1".to_string()], 2));
+        // 1 + 101 KiB held of 256: a 200 KiB document must wait for an ack
+        // although only two of the four batches are in flight.
+        out.send("b2".into(), big(200)).await.unwrap(); // sends [s2] (1 KiB)
+        assert_eq!(ids(&batch_of(rx.recv().await)), ["s2"]);
+        let mut flushing = Box::pin(out.flush());
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(100), &mut flushing).await.is_err(),
+            "a 200 KiB batch must not be sent with 103 KiB of 256 unacknowledged"
+        );
+        assert!(window.release(2)); // the ack of b1
+        flushing.await.unwrap();
+        assert_eq!(ids(&batch_of(rx.recv().await)), ["b2"]);
+        assert!(!window.release(2), "a repeated ack frees nothing");
+        // Bigger than the whole budget: sent alone once everything else is acked.
+        out.send("huge".into(), big(400)).await.unwrap();
+        let mut flushing = Box::pin(out.flush());
+        assert!(tokio::time::timeout(std::time::Duration::from_millis(100), &mut flushing).await.is_err());
+        for seq in [1, 3, 4] {
+            assert!(window.release(seq));
+        }
+        flushing.await.unwrap();
+        assert_eq!(ids(&batch_of(rx.recv().await)), ["huge"]);
+        let mut finishing = Box::pin(out.finish());
+        assert!(tokio::time::timeout(std::time::Duration::from_millis(100), &mut finishing).await.is_err());
+        assert!(window.release(5));
+        assert_eq!(finishing.await.unwrap(), 5);
     }
 }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -19,7 +19,7 @@ use super::connect::MAX_MESSAGE_BYTES;
 use super::AgentSettings;
 use crate::config_schema::{values_from_proto, ConfigValues};
 use crate::proto::{self, agent_message::Message as Out, control_message::Message as In};
-use crate::source::{DocumentSender, Job, JobKind, Source, SourceError, SyncStopped};
+use crate::source::{DocumentSender, FlowWindow, Job, JobKind, Source, SourceError, SyncStopped};
 
 /// How a session ended.
 pub(super) enum End {
@@ -34,7 +34,7 @@ const OUTBOUND_QUEUE: usize = 64;
 struct RunningJob {
     lease_id: String,
     cancel: CancellationToken,
-    window: Arc<Semaphore>,
+    window: Arc<FlowWindow>,
 }
 
 pub(super) async fn run(
@@ -191,13 +191,17 @@ pub(super) async fn run(
                             continue;
                         }
                         let flow = a.flow_control.or(welcome.flow_control).unwrap_or_default();
-                        let window = Arc::new(Semaphore::new(flow.max_unacked_batches.max(1) as usize));
+                        let window = Arc::new(FlowWindow::new(&flow));
                         let cancel = session_token.child_token();
                         jobs.insert(a.job_id.clone(), RunningJob { lease_id: a.lease_id.clone(), cancel: cancel.clone(), window: window.clone() });
                         tasks.spawn(run_job(source, a, flow, window, cancel, session_token.clone(), tx.clone()));
                     }
                     In::BatchAck(ack) => match jobs.get(&ack.job_id) {
-                        Some(job) if job.lease_id == ack.lease_id => job.window.add_permits(1),
+                        Some(job) if job.lease_id == ack.lease_id => {
+                            if !job.window.release(ack.sequence) {
+                                tracing::debug!(job_id = %ack.job_id, sequence = ack.sequence, "ack for a batch not in flight");
+                            }
+                        }
                         _ => tracing::debug!(job_id = %ack.job_id, "ack for a job not running here"),
                     },
                     In::CancelJob(c) => {
@@ -238,7 +242,7 @@ async fn run_job(
     source: Arc<dyn Source>,
     assignment: proto::AssignJob,
     flow: proto::FlowControl,
-    window: Arc<Semaphore>,
+    window: Arc<FlowWindow>,
     cancel: CancellationToken,
     session_token: CancellationToken,
     tx: mpsc::Sender<proto::AgentMessage>,
