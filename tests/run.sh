@@ -37,7 +37,7 @@ python3 -m pytest -q sdk/python
 
 step "benchmark harness, CI size (correctness only: no lost or duplicated documents; no speed assertion)"
 python3 -m pip install --quiet --disable-pip-version-check 'psycopg[binary]' elasticsearch
-python3 bench/run --rows 50000 --json bench/out/ci-50k.json
+python3 bench/run --rows 50000 --large-rows --json bench/out/ci-50k.json
 
 step "cargo test"
 cargo test --workspace -- --test-threads "${TEST_THREADS:-2}"
