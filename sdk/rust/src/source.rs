@@ -156,7 +156,8 @@ impl FlowWindow {
     pub(crate) fn new(flow: &proto::FlowControl) -> Self {
         let batch_capacity = flow.max_unacked_batches.max(1);
         let batch_bytes = u64::from(flow.max_batch_bytes.max(1024));
-        let kib_capacity = (u64::from(batch_capacity) * batch_bytes).div_ceil(1024).min(u64::from(u32::MAX >> 4)) as u32;
+        let kib_capacity =
+            (u64::from(batch_capacity) * batch_bytes).div_ceil(1024).min(u64::from(u32::MAX >> 4)) as u32;
         Self {
             batches: Semaphore::new(batch_capacity as usize),
             batch_capacity,
@@ -402,8 +403,14 @@ mod tests {
             max_batch_documents: 1000,
         };
         let window = Arc::new(FlowWindow::new(&flow));
-        let mut out =
-            DocumentSender::new("job".into(), "lease".into(), tx, window.clone(), &flow, CancellationToken::new());
+        let mut out = DocumentSender::new(
+            "job".into(),
+            "lease".into(),
+            tx,
+            window.clone(),
+            &flow,
+            CancellationToken::new(),
+        );
         let small = || br#"{"a":1}"#.to_vec();
         let big = |kib: usize| {
             let mut v = br#"{"t":""#.to_vec();
