@@ -34,6 +34,7 @@ use tokio_postgres::{Client, RowStream};
 
 use super::catalog::{query_error, quote_ident, TableInfo};
 use super::ids::{finalize_id, push_key_part, KeyKind};
+pub(crate) use super::render::write_json_str;
 use super::render::Codec;
 
 /// What every document of a sync shares.
@@ -217,11 +218,11 @@ impl TablePlan {
 /// type's binary form; the rest is rendered by PostgreSQL as `json`.
 fn select_expr(col: &super::catalog::Column) -> (String, Codec) {
     let c = format!("t.{}", quote_ident(&col.name));
-    match col.base_type.as_str() {
-        "timestamp" if col.base_oid == 1114 => {
-            return (format!("({c}::pg_catalog.timestamp AT TIME ZONE 'UTC')"), Codec::TimestampTz)
-        }
-        "bytea" if col.base_oid == 17 => {
+    match col.base_oid {
+        // timestamp
+        1114 => return (format!("({c}::pg_catalog.timestamp AT TIME ZONE 'UTC')"), Codec::TimestampTz),
+        // bytea
+        17 => {
             return (
                 format!(
                     "pg_catalog.translate(pg_catalog.encode({c}::pg_catalog.bytea, 'base64'), E'\\n', '')"
@@ -385,10 +386,4 @@ impl<'a> TableReader<'a> {
             .map_err(|e| query_error(&format!("finish reading table \"{}\"", self.plan.table.name), &e))?;
         Ok(rows)
     }
-}
-
-/// Append `s` as a JSON string literal.
-pub(crate) fn write_json_str(buf: &mut Vec<u8>, s: &str) {
-    // Writing a &str into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *buf, s);
 }

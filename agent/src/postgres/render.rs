@@ -124,6 +124,8 @@ impl Codec {
     }
 }
 
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
 /// Bytes that must be escaped inside a JSON string: `"`, `\` and the
 /// control characters; 0 means "copy as is".
 static ESCAPE: [u8; 256] = {
@@ -142,6 +144,12 @@ static ESCAPE: [u8; 256] = {
     t[b'\\' as usize] = b'\\';
     t
 };
+
+/// Append `s` as a JSON string literal (the one escaper of the agent's
+/// documents: values, field names, ids, checkpoints).
+pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    escape_into(s.as_bytes(), out);
+}
 
 /// Append `raw` (UTF-8 text) as a JSON string literal.
 pub fn write_json_string(raw: &[u8], out: &mut Vec<u8>) {
@@ -162,7 +170,6 @@ fn escape_into(s: &[u8], out: &mut Vec<u8>) {
         }
         out.extend_from_slice(&s[start..i]);
         if e == b'u' {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
             out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
         } else {
             out.extend_from_slice(&[b'\\', e]);
@@ -174,7 +181,6 @@ fn escape_into(s: &[u8], out: &mut Vec<u8>) {
 }
 
 fn write_uuid(b: &[u8; 16], out: &mut Vec<u8>) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
     for (i, byte) in b.iter().enumerate() {
         if matches!(i, 4 | 6 | 8 | 10) {
