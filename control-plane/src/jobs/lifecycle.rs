@@ -279,7 +279,12 @@ pub async fn finish(app: &App, run: &JobRun, finished: &proto::JobFinished) -> R
             }
             match &end {
                 End::Completed => job.completed_at = Some(t),
-                End::Canceled => job.canceled_at = Some(t),
+                End::Canceled => {
+                    // An agent only ends a job canceled when asked to; the
+                    // admin call that asked may not have written yet.
+                    job.cancelation_requested_at.get_or_insert(t);
+                    job.canceled_at = Some(t);
+                }
                 End::Failed(msg, _) => {
                     job.error = Some(msg.clone());
                     job.completed_at = Some(t);
