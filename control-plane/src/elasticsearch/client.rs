@@ -316,22 +316,13 @@ impl EsClient {
         refresh: Refresh,
     ) -> Result<WriteResult, EsError> {
         let body = to_json(body)?;
-        let (seq, term);
-        let mut query: Vec<(&str, &str)> = Vec::with_capacity(3);
-        match concurrency {
-            Concurrency::Any => {}
-            Concurrency::Create => query.push(("op_type", "create")),
-            Concurrency::IfMatch(s) => {
-                seq = s.seq_no.to_string();
-                term = s.primary_term.to_string();
-                query.push(("if_seq_no", &seq));
-                query.push(("if_primary_term", &term));
-            }
-        }
-        if let Some(r) = refresh.as_param() {
-            query.push(("refresh", r));
-        }
-        let resp = self.send(Method::PUT, &[index, "_doc", id], &query, Some((JSON, body))).await?;
+        let (create, if_match) = match concurrency {
+            Concurrency::Any => (false, None),
+            Concurrency::Create => (true, None),
+            Concurrency::IfMatch(s) => (false, Some(s)),
+        };
+        let query = WriteParams::new(create, if_match, refresh);
+        let resp = self.send(Method::PUT, &[index, "_doc", id], &query.pairs(), Some((JSON, body))).await?;
         resp.ok_doc(index, id)?.json()
     }
 
@@ -343,8 +334,8 @@ impl EsClient {
         refresh: Refresh,
     ) -> Result<WriteResult, EsError> {
         let body = to_json(body)?;
-        let query: Vec<(&str, &str)> = refresh.as_param().map(|r| ("refresh", r)).into_iter().collect();
-        let resp = self.send(Method::POST, &[index, "_doc"], &query, Some((JSON, body))).await?;
+        let query = WriteParams::new(false, None, refresh);
+        let resp = self.send(Method::POST, &[index, "_doc"], &query.pairs(), Some((JSON, body))).await?;
         resp.ok()?.json()
     }
 
@@ -363,25 +354,16 @@ impl EsClient {
             doc: &'a T,
         }
         let body = to_json(&Update { doc: partial })?;
-        let (seq, term);
-        let mut query: Vec<(&str, &str)> = Vec::with_capacity(3);
-        if let Some(s) = if_match {
-            seq = s.seq_no.to_string();
-            term = s.primary_term.to_string();
-            query.push(("if_seq_no", &seq));
-            query.push(("if_primary_term", &term));
-        }
-        if let Some(r) = refresh.as_param() {
-            query.push(("refresh", r));
-        }
-        let resp = self.send(Method::POST, &[index, "_update", id], &query, Some((JSON, body))).await?;
+        let query = WriteParams::new(false, if_match, refresh);
+        let resp =
+            self.send(Method::POST, &[index, "_update", id], &query.pairs(), Some((JSON, body))).await?;
         resp.ok_doc(index, id)?.json()
     }
 
     /// `DELETE /{index}/_doc/{id}`. `Ok(false)` if there was no such document.
     pub async fn delete_doc(&self, index: &str, id: &str, refresh: Refresh) -> Result<bool, EsError> {
-        let query: Vec<(&str, &str)> = refresh.as_param().map(|r| ("refresh", r)).into_iter().collect();
-        let resp = self.send(Method::DELETE, &[index, "_doc", id], &query, None).await?;
+        let query = WriteParams::new(false, None, refresh);
+        let resp = self.send(Method::DELETE, &[index, "_doc", id], &query.pairs(), None).await?;
         if resp.status == StatusCode::NOT_FOUND {
             #[derive(Deserialize)]
             struct R {
@@ -573,6 +555,36 @@ impl EsClient {
         let status = resp.status();
         let body = resp.bytes().await.map_err(|e| EsError::transport(&self.base_text, &e))?;
         Ok(RawResponse { status, body, method, path, base: self.base_text.clone() })
+    }
+}
+
+/// Query parameters of a single-document write: `op_type=create`,
+/// optimistic concurrency (`if_seq_no` + `if_primary_term`) and `refresh`.
+struct WriteParams {
+    create: bool,
+    if_match: Option<(String, String)>,
+    refresh: Option<&'static str>,
+}
+
+impl WriteParams {
+    fn new(create: bool, if_match: Option<SeqNo>, refresh: Refresh) -> Self {
+        let if_match = if_match.map(|s| (s.seq_no.to_string(), s.primary_term.to_string()));
+        Self { create, if_match, refresh: refresh.as_param() }
+    }
+
+    fn pairs(&self) -> Vec<(&str, &str)> {
+        let mut query = Vec::with_capacity(3);
+        if self.create {
+            query.push(("op_type", "create"));
+        }
+        if let Some((seq, term)) = &self.if_match {
+            query.push(("if_seq_no", seq.as_str()));
+            query.push(("if_primary_term", term.as_str()));
+        }
+        if let Some(r) = self.refresh {
+            query.push(("refresh", r));
+        }
+        query
     }
 }
 
