@@ -83,15 +83,9 @@ impl SyncJobs {
                         job.cancelation_requested_at = Some(t);
                     }
                     JobStatus::Canceling => return Ok(Change::Keep(None)),
-                    // The agent we told stopped before this write landed;
-                    // the request time is still the user's.
-                    JobStatus::Canceled if told_agent => {
-                        if job.cancelation_requested_at.is_some() {
-                            return Ok(Change::Keep(None));
-                        }
-                        job.cancelation_requested_at = Some(t);
-                        return Ok(Change::Write(None));
-                    }
+                    // The agent we told stopped before this write landed
+                    // (its finish recorded the cancel request: lifecycle::finish).
+                    JobStatus::Canceled if told_agent => return Ok(Change::Keep(None)),
                     s => {
                         return Err(Error::FailedPrecondition(format!(
                             "sync job {id:?} is already {}; only pending or running jobs can be canceled",
