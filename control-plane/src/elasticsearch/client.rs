@@ -316,12 +316,7 @@ impl EsClient {
         refresh: Refresh,
     ) -> Result<WriteResult, EsError> {
         let body = to_json(body)?;
-        let (create, if_match) = match concurrency {
-            Concurrency::Any => (false, None),
-            Concurrency::Create => (true, None),
-            Concurrency::IfMatch(s) => (false, Some(s)),
-        };
-        let query = WriteParams::new(create, if_match, refresh);
+        let query = WriteParams::new(concurrency, refresh);
         let resp = self.send(Method::PUT, &[index, "_doc", id], &query.pairs(), Some((JSON, body))).await?;
         resp.ok_doc(index, id)?.json()
     }
@@ -334,7 +329,7 @@ impl EsClient {
         refresh: Refresh,
     ) -> Result<WriteResult, EsError> {
         let body = to_json(body)?;
-        let query = WriteParams::new(false, None, refresh);
+        let query = WriteParams::new(Concurrency::Any, refresh);
         let resp = self.send(Method::POST, &[index, "_doc"], &query.pairs(), Some((JSON, body))).await?;
         resp.ok()?.json()
     }
@@ -354,7 +349,7 @@ impl EsClient {
             doc: &'a T,
         }
         let body = to_json(&Update { doc: partial })?;
-        let query = WriteParams::new(false, if_match, refresh);
+        let query = WriteParams::new(if_match.map_or(Concurrency::Any, Concurrency::IfMatch), refresh);
         let resp =
             self.send(Method::POST, &[index, "_update", id], &query.pairs(), Some((JSON, body))).await?;
         resp.ok_doc(index, id)?.json()
@@ -362,7 +357,7 @@ impl EsClient {
 
     /// `DELETE /{index}/_doc/{id}`. `Ok(false)` if there was no such document.
     pub async fn delete_doc(&self, index: &str, id: &str, refresh: Refresh) -> Result<bool, EsError> {
-        let query = WriteParams::new(false, None, refresh);
+        let query = WriteParams::new(Concurrency::Any, refresh);
         let resp = self.send(Method::DELETE, &[index, "_doc", id], &query.pairs(), None).await?;
         if resp.status == StatusCode::NOT_FOUND {
             #[derive(Deserialize)]
@@ -558,23 +553,27 @@ impl EsClient {
     }
 }
 
-/// Query parameters of a single-document write: `op_type=create`,
-/// optimistic concurrency (`if_seq_no` + `if_primary_term`) and `refresh`.
+/// Query parameters of a single-document write: [`Concurrency`]
+/// (`op_type=create` or `if_seq_no` + `if_primary_term`) and `refresh`.
 struct WriteParams {
-    create: bool,
+    concurrency: Concurrency,
+    /// `if_seq_no` and `if_primary_term`, as text, for [`Concurrency::IfMatch`].
     if_match: Option<(String, String)>,
     refresh: Option<&'static str>,
 }
 
 impl WriteParams {
-    fn new(create: bool, if_match: Option<SeqNo>, refresh: Refresh) -> Self {
-        let if_match = if_match.map(|s| (s.seq_no.to_string(), s.primary_term.to_string()));
-        Self { create, if_match, refresh: refresh.as_param() }
+    fn new(concurrency: Concurrency, refresh: Refresh) -> Self {
+        let if_match = match concurrency {
+            Concurrency::IfMatch(s) => Some((s.seq_no.to_string(), s.primary_term.to_string())),
+            Concurrency::Any | Concurrency::Create => None,
+        };
+        Self { concurrency, if_match, refresh: refresh.as_param() }
     }
 
     fn pairs(&self) -> Vec<(&str, &str)> {
         let mut query = Vec::with_capacity(3);
-        if self.create {
+        if self.concurrency == Concurrency::Create {
             query.push(("op_type", "create"));
         }
         if let Some((seq, term)) = &self.if_match {
