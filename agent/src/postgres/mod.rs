@@ -292,19 +292,7 @@ async fn advanced_sync<S: DocumentSink + ?Sized>(
         let table = a.tables.join("_");
         let prefix = format!("{}_{}_", cfg.schema, table).to_lowercase();
         let id_prefix = format!("{}_{}_{}_", cfg.database, cfg.schema, table);
-        let mut suffix = Vec::new();
-        for (k, v) in [
-            ("_timestamp", ctx.timestamp.as_str()),
-            ("table", &a.tables.join(",")),
-            ("schema", cfg.schema.as_str()),
-            ("database", cfg.database.as_str()),
-        ] {
-            suffix.push(b',');
-            reader::write_json_str(&mut suffix, k);
-            suffix.push(b':');
-            reader::write_json_str(&mut suffix, v);
-        }
-        suffix.push(b'}');
+        let suffix = ctx.suffix(&a.tables.join(","));
         let checkpoint = serde_json::to_vec(&json!({"table": ADVANCED_CHECKPOINT, "after": [i.to_string()]}))
             .unwrap_or_default();
         client
@@ -344,7 +332,7 @@ async fn advanced_sync<S: DocumentSink + ?Sized>(
             let id = ids::finalize_id(id);
             let mut source = Vec::with_capacity(256);
             source.extend_from_slice(b"{\"id\":");
-            reader::write_json_str(&mut source, &id);
+            render::write_json_str(&mut source, &id);
             let inner = object
                 .unwrap_or("{}")
                 .trim()

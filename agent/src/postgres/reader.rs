@@ -34,8 +34,7 @@ use tokio_postgres::{Client, RowStream};
 
 use super::catalog::{query_error, quote_ident, TableInfo};
 use super::ids::{finalize_id, push_key_part, KeyKind};
-pub(crate) use super::render::write_json_str;
-use super::render::Codec;
+use super::render::{write_json_str, Codec};
 
 /// What every document of a sync shares.
 #[derive(Debug, Clone)]
@@ -53,6 +52,25 @@ impl DocContext {
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_owned());
         Self { database: database.to_owned(), schema: schema.to_owned(), timestamp }
+    }
+
+    /// The end of every document of `table`:
+    /// `,"_timestamp":...,"table":...,"schema":...,"database":...}`.
+    pub fn suffix(&self, table: &str) -> Vec<u8> {
+        let mut suffix = Vec::new();
+        for (k, v) in [
+            ("_timestamp", self.timestamp.as_str()),
+            ("table", table),
+            ("schema", &self.schema),
+            ("database", &self.database),
+        ] {
+            suffix.push(b',');
+            write_json_str(&mut suffix, k);
+            suffix.push(b':');
+            write_json_str(&mut suffix, v);
+        }
+        suffix.push(b'}');
+        suffix
     }
 }
 
@@ -126,19 +144,7 @@ impl TablePlan {
         let mut id_order: Vec<usize> = (0..table.primary_key.len()).collect();
         id_order.sort_by_key(|&i| position(&table.primary_key[i].name));
         let id_prefix = format!("{}_{}_{}_", ctx.database, ctx.schema, table.name);
-        let mut suffix = Vec::new();
-        for (k, v) in [
-            ("_timestamp", &ctx.timestamp),
-            ("table", &table.name),
-            ("schema", &ctx.schema),
-            ("database", &ctx.database),
-        ] {
-            suffix.push(b',');
-            write_json_str(&mut suffix, k);
-            suffix.push(b':');
-            write_json_str(&mut suffix, v);
-        }
-        suffix.push(b'}');
+        let suffix = ctx.suffix(&table.name);
         let renders = columns
             .iter()
             .zip(&fields)
