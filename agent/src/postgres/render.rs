@@ -101,7 +101,7 @@ impl Codec {
                 out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
             }
             Codec::Numeric => write_numeric(raw, out)?,
-            Codec::Text => write_json_string(raw, out),
+            Codec::Text => write_text(raw, out),
             Codec::Uuid => {
                 let b: &[u8; 16] = raw.try_into().map_err(|_| bad("uuid", raw))?;
                 write_uuid(b, out);
@@ -151,8 +151,9 @@ pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
     escape_into(s.as_bytes(), out);
 }
 
-/// Append `raw` (UTF-8 text) as a JSON string literal.
-pub fn write_json_string(raw: &[u8], out: &mut Vec<u8>) {
+/// Append `raw` (text off the wire, UTF-8 unless the database is
+/// `SQL_ASCII`) as a JSON string literal.
+fn write_text(raw: &[u8], out: &mut Vec<u8>) {
     match std::str::from_utf8(raw) {
         Ok(_) => escape_into(raw, out),
         Err(_) => escape_into(String::from_utf8_lossy(raw).as_bytes(), out),

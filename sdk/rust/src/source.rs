@@ -168,7 +168,8 @@ impl FlowWindow {
     }
 
     /// Waits for room for one batch of `bytes` and holds it for `sequence`
-    /// until [`FlowWindow::release`].
+    /// until [`FlowWindow::release`]. Dropped half-way (the job was
+    /// canceled), it may keep a batch's room: the window ends with its job.
     async fn acquire(&self, sequence: u64, bytes: usize) -> Result<(), SyncStopped> {
         let kib = (bytes.div_ceil(1024) as u64).clamp(1, u64::from(self.kib_capacity)) as u32;
         self.batches.acquire().await.map_err(|_| SyncStopped::SessionLost)?.forget();
