@@ -12,7 +12,9 @@ use serde_json::{json, Value};
 use crate::certs::TestPki;
 use crate::osmem::Osmem;
 use crate::postgres::PgCluster;
-use crate::process::{json_i64, wait_until, AgentConfig, ClientTls, ControlPlaneConfig, Grpcurl, ServerTls};
+use crate::process::{
+    json_i64, wait_until, AgentConfig, ClientTls, ControlPlane, ControlPlaneConfig, Grpcurl, ServerTls,
+};
 
 pub const CONNECTORS: &str = "ferry.v1.ConnectorService";
 pub const SYNC_JOBS: &str = "ferry.v1.SyncJobService";
@@ -73,6 +75,12 @@ impl World {
             ("FERRY_JOBS__POLL_INTERVAL_MS".into(), "200".into()),
         ];
         Ok(c)
+    }
+
+    /// A control plane ([`World::control_plane_config`]) on this world's
+    /// Elasticsearch.
+    pub fn start_control_plane(&self) -> anyhow::Result<ControlPlane> {
+        ControlPlane::start(self.control_plane_config(self.es.url())?)
     }
 
     /// Client TLS files for an agent whose identity (CN) is `cn`.

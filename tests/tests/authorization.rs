@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context};
 use serde_json::{json, Value};
 
-use ferry_tests::process::{json_i64, wait_until, Agent, ControlPlane};
+use ferry_tests::process::{json_i64, wait_until, Agent};
 use ferry_tests::scenario::{Admin, World, CONNECTORS, STEP};
 
 const ROWS: u64 = 200;
@@ -23,7 +23,7 @@ const CONNECTOR: &str = "shop";
 async fn only_allowed_agents_receive_a_bound_connectors_jobs() {
     let world = World::start().expect("PostgreSQL, osmem, PKI");
     world.load_items(CONNECTOR, ROWS).await.expect("load rows");
-    let cp = ControlPlane::start(world.control_plane_config(world.es.url()).unwrap()).expect("control plane");
+    let cp = world.start_control_plane().expect("control plane");
     let admin = Admin::new(&world.grpc, cp.admin_addr());
     let good_cfg = world.agent_config(&cp.agents_url(), "agent-good", CONNECTOR).unwrap();
     let intruder_cfg = world.agent_config(&cp.agents_url(), "agent-intruder", CONNECTOR).unwrap();

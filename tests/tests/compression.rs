@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use ferry_tests::process::{json_i64, Agent, ControlPlane};
+use ferry_tests::process::{json_i64, Agent};
 use ferry_tests::scenario::{Admin, World};
 
 const CONNECTOR: &str = "zipped";
@@ -14,7 +14,7 @@ const ROWS: u64 = 3_000;
 async fn a_zstd_compressed_stream_delivers_every_row() {
     let world = World::start().expect("PostgreSQL, osmem, PKI");
     world.load_items(CONNECTOR, ROWS).await.expect("load rows");
-    let cp = ControlPlane::start(world.control_plane_config(world.es.url()).unwrap()).expect("control plane");
+    let cp = world.start_control_plane().expect("control plane");
     let admin = Admin::new(&world.grpc, cp.admin_addr());
     admin.put_connector(CONNECTOR, CONNECTOR).await.expect("PutConnector");
     let mut config = world.agent_config(&cp.agents_url(), "far-away", CONNECTOR).unwrap();

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
-use ferry_tests::process::{json_i64, ControlPlane};
+use ferry_tests::process::json_i64;
 use ferry_tests::scenario::{metadata_u64, Admin, World, CONNECTORS};
 
 const CONNECTOR: &str = "evil";
@@ -39,8 +39,7 @@ async fn next(inbound: &mut tonic::Streaming<proto::ControlMessage>) -> anyhow::
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_and_oversized_messages_do_not_hurt_the_control_plane() {
     let world = World::start().expect("PostgreSQL, osmem, PKI");
-    let mut cp =
-        ControlPlane::start(world.control_plane_config(world.es.url()).unwrap()).expect("control plane");
+    let mut cp = world.start_control_plane().expect("control plane");
     let admin = Admin::new(&world.grpc, cp.admin_addr());
     let result = async {
         admin.put_connector(CONNECTOR, CONNECTOR).await?;

@@ -13,7 +13,7 @@ use std::time::Instant;
 use anyhow::{ensure, Context};
 use serde_json::json;
 
-use ferry_tests::process::{json_i64, Agent, ControlPlane};
+use ferry_tests::process::{json_i64, Agent};
 use ferry_tests::scenario::{metadata_u64, Admin, World, STEP};
 
 const DB: &str = "mixed";
@@ -34,7 +34,7 @@ fn doc_id(pk: u64) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_rows_arrive_once_beside_small_ones_and_oversized_ones_are_reported() {
     let world = World::start().expect("PostgreSQL, osmem, PKI");
-    let cp = ControlPlane::start(world.control_plane_config(world.es.url()).unwrap()).expect("control plane");
+    let cp = world.start_control_plane().expect("control plane");
     let admin = Admin::new(&world.grpc, cp.admin_addr());
     let agent =
         Agent::start(world.agent_config(&cp.agents_url(), "agent-1", CONNECTOR).unwrap()).expect("agent");

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context};
 use serde_json::Value;
 
-use ferry_tests::process::{json_i64, Agent, ControlPlane};
+use ferry_tests::process::{json_i64, Agent};
 use ferry_tests::scenario::{Admin, World};
 
 const ROWS: u64 = 300;
@@ -26,10 +26,8 @@ const CONNECTOR: &str = "shop";
 async fn two_control_planes_two_agents_ten_jobs_each_runs_once() {
     let world = World::start().expect("PostgreSQL, osmem, PKI");
     world.load_items(CONNECTOR, ROWS).await.expect("load rows");
-    let cp1 =
-        ControlPlane::start(world.control_plane_config(world.es.url()).unwrap()).expect("control plane 1");
-    let cp2 =
-        ControlPlane::start(world.control_plane_config(world.es.url()).unwrap()).expect("control plane 2");
+    let cp1 = world.start_control_plane().expect("control plane 1");
+    let cp2 = world.start_control_plane().expect("control plane 2");
     let admins = [Admin::new(&world.grpc, cp1.admin_addr()), Admin::new(&world.grpc, cp2.admin_addr())];
     admins[0].put_connector(CONNECTOR, CONNECTOR).await.expect("PutConnector");
     let agent_a = Agent::start(world.agent_config(&cp1.agents_url(), "agent-a", CONNECTOR).unwrap()).unwrap();

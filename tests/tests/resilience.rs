@@ -57,7 +57,7 @@ async fn assert_resumed(world: &World, job: &Value) -> anyhow::Result<()> {
 async fn setup() -> (World, ControlPlane, Admin) {
     let world = World::start().expect("PostgreSQL, osmem, PKI");
     world.load_items(CONNECTOR, ROWS).await.expect("load rows");
-    let cp = ControlPlane::start(world.control_plane_config(world.es.url()).unwrap()).expect("control plane");
+    let cp = world.start_control_plane().expect("control plane");
     let admin = Admin::new(&world.grpc, cp.admin_addr());
     admin.put_connector(CONNECTOR, INDEX).await.expect("PutConnector");
     (world, cp, admin)
