@@ -98,7 +98,7 @@ async fn types_are_rendered_faithfully() {
     .await;
     let (sink, report) = sync(&pg, "types", None).await;
     assert_eq!(report.rows_read, 2);
-    assert_eq!(sink.ids(), ["ferry_public_types_1_", "ferry_public_types_2_"]);
+    assert_eq!(sink.ids(), ["ferry_public_types_1", "ferry_public_types_2"]);
     for (_, src) in &sink.docs {
         assert!(!src.contains('\n') && !src.contains('\r'), "document has a line break: {src}");
     }
@@ -107,7 +107,7 @@ async fn types_are_rendered_faithfully() {
     assert_eq!(raw_number(raw, "public_types_b"), "9223372036854775807");
     assert_eq!(raw_number(raw, "public_types_dd"), "0.1");
 
-    let d = sink.doc("ferry_public_types_1_");
+    let d = sink.doc("ferry_public_types_1");
     let f = |c: &str| d[format!("public_types_{c}")].clone();
     assert_eq!(f("id"), json!(1));
     assert_eq!(f("s"), json!(32767));
@@ -138,7 +138,7 @@ async fn types_are_rendered_faithfully() {
     assert_eq!(f("c"), json!({"a": 1, "b": "x"}));
     assert_eq!(f("mixed case"), json!("M"));
     // Extra fields.
-    assert_eq!(d["id"], json!("ferry_public_types_1_"));
+    assert_eq!(d["id"], json!("ferry_public_types_1"));
     assert_eq!(d["table"], json!("types"));
     assert_eq!(d["schema"], json!("public"));
     assert_eq!(d["database"], json!("ferry"));
@@ -147,7 +147,7 @@ async fn types_are_rendered_faithfully() {
     assert!(ts.ends_with('Z'), "{ts}");
 
     // All NULLs.
-    let d2 = sink.doc("ferry_public_types_2_");
+    let d2 = sink.doc("ferry_public_types_2");
     assert_eq!(d2.as_object().unwrap().len(), 31 + 5);
     for c in ["n", "t", "ts", "jb", "ia", "by", "c", "e", "mixed case"] {
         assert_eq!(d2[format!("public_types_{c}")], Value::Null, "{c}");
@@ -155,49 +155,103 @@ async fn types_are_rendered_faithfully() {
 }
 
 #[tokio::test]
-async fn ids_follow_elastic_including_falsy_key_parts() {
+async fn ids_equal_elastic_9_formula() {
+    // Elastic 9.x: f"{database}_{schema}_" + "_".join(sorted(tables)) + "_" +
+    // "_".join(str(v) for pk in key_columns if (v := row.get(pk)) is not None),
+    // key columns in key order, values as Python's str() of asyncpg's values.
     let pg = cluster(
         r#"
         CREATE TABLE orders (region text, n int, "Note" text, PRIMARY KEY (n, region));
         INSERT INTO orders VALUES ('eu', 1, 'a'), ('eu', 0, 'b'), ('', 5, 'c');
+        CREATE TABLE pairs (a int, b int, PRIMARY KEY (a, b));
+        INSERT INTO pairs VALUES (0, 1), (1, 0);
         CREATE TABLE single (id int PRIMARY KEY);
         INSERT INTO single VALUES (0), (7);
         CREATE TABLE flags (f boolean PRIMARY KEY);
         INSERT INTO flags VALUES (true), (false);
         CREATE TABLE long_keys (k text PRIMARY KEY);
         INSERT INTO long_keys VALUES (repeat('x', 600));
+        CREATE TABLE prices (p numeric(10,2) PRIMARY KEY);
+        INSERT INTO prices VALUES (1.5), (0), (-2.25);
+        CREATE TABLE tiny (p numeric PRIMARY KEY);
+        INSERT INTO tiny VALUES (0.0000001);
+        CREATE TABLE floats (f float8 PRIMARY KEY);
+        INSERT INTO floats VALUES (2), (0.1);
+        CREATE TABLE times (t timestamptz PRIMARY KEY);
+        INSERT INTO times VALUES ('2024-01-02 03:04:05+00'), ('2024-01-02 03:04:05.5+02');
+        CREATE TABLE naive (t timestamp PRIMARY KEY, d date);
+        INSERT INTO naive VALUES ('2024-01-02 03:04:05.123', '2024-01-02');
+        CREATE TABLE days (d date PRIMARY KEY);
+        INSERT INTO days VALUES ('2024-02-29');
+        CREATE TABLE uuids (u uuid PRIMARY KEY);
+        INSERT INTO uuids VALUES ('A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11');
+        CREATE TABLE codes (c char(4) PRIMARY KEY);
+        INSERT INTO codes VALUES ('ab');
         "#,
     )
     .await;
     let (sink, report) = sync(&pg, "*", None).await;
-    let long = format!("ferry_public_long_keys_{}_", "x".repeat(600));
+    let long = format!("ferry_public_long_keys_{}", "x".repeat(600));
     let long_md5 = {
         use md5::Digest;
         hex::encode(md5::Md5::digest(long.as_bytes()))
     };
-    // Tables in name order, rows in key order (n, region); id parts in
-    // column order (region, n) as Elastic's connector writes them.
+    // Tables in name order, rows in key order; id parts in key order (n,
+    // region), although the columns are (region, n).
     assert_eq!(
         sink.ids(),
         [
-            "ferry_public_flags_",
-            "ferry_public_flags_True_",
+            "ferry_public_codes_ab  ",
+            "ferry_public_days_2024-02-29",
+            "ferry_public_flags_False",
+            "ferry_public_flags_True",
+            "ferry_public_floats_0.1",
+            "ferry_public_floats_2.0",
             long_md5.as_str(),
-            "ferry_public_orders_eu_",
-            "ferry_public_orders_eu_1_",
+            "ferry_public_naive_2024-01-02 03:04:05.123000",
+            "ferry_public_orders_0_eu",
+            "ferry_public_orders_1_eu",
             "ferry_public_orders_5_",
-            "ferry_public_single_",
-            "ferry_public_single_7_",
+            "ferry_public_pairs_0_1",
+            "ferry_public_pairs_1_0",
+            "ferry_public_prices_-2.25",
+            "ferry_public_prices_0.00",
+            "ferry_public_prices_1.50",
+            "ferry_public_single_0",
+            "ferry_public_single_7",
+            "ferry_public_times_2024-01-02 01:04:05.500000+00:00",
+            "ferry_public_times_2024-01-02 03:04:05+00:00",
+            "ferry_public_tiny_1E-7",
+            "ferry_public_uuids_a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
         ]
     );
-    let d = sink.doc("ferry_public_orders_eu_1_");
+    let d = sink.doc("ferry_public_orders_1_eu");
     assert_eq!(d["public_orders_region"], json!("eu"));
     assert_eq!(d["public_orders_n"], json!(1));
     assert_eq!(d["public_orders_note"], json!("a"));
-    assert_eq!(d["id"], json!("ferry_public_orders_eu_1_"));
+    assert_eq!(d["id"], json!("ferry_public_orders_1_eu"));
     assert_eq!(sink.doc(&long_md5)["id"], json!(long_md5));
     assert_eq!(report.rows_per_table["orders"], 3);
-    assert_eq!(sink.metadata["rows_read"], json!(8));
+    assert_eq!(sink.metadata["rows_read"], json!(22));
+    assert!(sink.metadata.get("id_collisions").is_none(), "{:?}", sink.metadata);
+}
+
+#[tokio::test]
+async fn id_collisions_are_reported_on_the_job() {
+    // ("a_b", "c") and ("a", "b_c") both become `..._a_b_c` in Elastic's format.
+    let pg = cluster(
+        r#"
+        CREATE TABLE tags (x text, y text, PRIMARY KEY (x, y));
+        INSERT INTO tags VALUES ('a_b', 'c'), ('a', 'b_c'), ('p', 'q');
+        "#,
+    )
+    .await;
+    let (sink, _) = sync(&pg, "*", None).await;
+    assert_eq!(sink.ids(), ["ferry_public_tags_a_b_c", "ferry_public_tags_a_b_c", "ferry_public_tags_p_q"]);
+    let report = &sink.metadata["id_collisions"];
+    assert_eq!(report["count"], json!(1), "{report}");
+    assert_eq!(report["examples"][0]["id"], json!("ferry_public_tags_a_b_c"));
+    assert_eq!(report["examples"][0]["keys"], json!([["a", "b_c"], ["a_b", "c"]]));
 }
 
 #[tokio::test]
@@ -211,8 +265,8 @@ async fn weird_table_names_are_names_not_sql() {
     )
     .await;
     let (sink, _) = sync(&pg, "we\"ird; DROP", None).await;
-    assert_eq!(sink.ids(), ["ferry_public_we\"ird; DROP_1_"]);
-    let d = sink.doc("ferry_public_we\"ird; DROP_1_");
+    assert_eq!(sink.ids(), ["ferry_public_we\"ird; DROP_1"]);
+    let d = sink.doc("ferry_public_we\"ird; DROP_1");
     assert_eq!(d["public_we\"ird; drop_va\"l"], json!("v"));
     assert_eq!(d["table"], json!("we\"ird; DROP"));
     // Still there.
@@ -229,7 +283,7 @@ async fn tables_without_primary_key_are_skipped_and_reported() {
     )
     .await;
     let (sink, report) = sync(&pg, "*", None).await;
-    assert_eq!(sink.ids(), ["ferry_public_withpk_1_"]);
+    assert_eq!(sink.ids(), ["ferry_public_withpk_1"]);
     assert_eq!(report.skipped_tables, ["nopk"]);
     assert_eq!(sink.metadata["skipped_tables"], json!(["nopk"]));
     assert_eq!(sink.metadata["rows_per_table"], json!({"withpk": 1}));
@@ -331,10 +385,10 @@ async fn star_reads_every_table_once_including_partitioned_and_wide_ones() {
     let (sink, report) = sync(&pg, "*", None).await;
     assert_eq!(
         sink.ids(),
-        ["ferry_public_events_1_eu_", "ferry_public_events_2_us_", "ferry_public_wide_1_"]
+        ["ferry_public_events_1_eu", "ferry_public_events_2_us", "ferry_public_wide_1"]
     );
     assert!(report.skipped_tables.is_empty());
-    let w = sink.doc("ferry_public_wide_1_");
+    let w = sink.doc("ferry_public_wide_1");
     assert_eq!(w["public_wide_c59"], json!(59));
     assert_eq!(w.as_object().unwrap().len(), 61 + 5);
 }
@@ -365,7 +419,7 @@ async fn tls_verifies_the_server_against_ssl_ca() {
     let cfg = PostgresConfig::from_values(&tls).unwrap();
     let mut sink = Collect::default();
     full_sync(&cfg, None, &CancellationToken::new(), &mut sink).await.unwrap();
-    assert_eq!(sink.ids(), ["ferry_public_t_1_"]);
+    assert_eq!(sink.ids(), ["ferry_public_t_1"]);
 
     // A CA that did not sign the server's certificate is refused.
     let foreign = ferry_tests::certs::TestPki::new().unwrap();
@@ -434,7 +488,7 @@ async fn agent_rendering_matches_postgresql_to_json() {
     let mut checked = 0;
     for row in rows {
         let id: i32 = row.get(0);
-        let (_, src) = sink.docs.iter().find(|(i, _)| i == &format!("ferry_public_edge_{id}_")).unwrap();
+        let (_, src) = sink.docs.iter().find(|(i, _)| i == &format!("ferry_public_edge_{id}")).unwrap();
         let doc: BTreeMap<String, Box<serde_json::value::RawValue>> = serde_json::from_str(src).unwrap();
         for (k, c) in cols.iter().enumerate() {
             let ours = doc[&format!("public_edge_{c}")].get();

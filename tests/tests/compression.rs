@@ -31,7 +31,7 @@ async fn a_zstd_compressed_stream_delivers_every_row() {
     assert_eq!(world.es.count(CONNECTOR).await.unwrap(), ROWS);
     let doc = world
         .es
-        .get_doc(CONNECTOR, &format!("{CONNECTOR}_public_item_{ROWS}_"))
+        .get_doc(CONNECTOR, &format!("{CONNECTOR}_public_item_{ROWS}"))
         .await
         .unwrap()
         .expect("the last row's document");

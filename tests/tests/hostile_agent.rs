@@ -69,6 +69,7 @@ async fn malformed_and_oversized_messages_do_not_hurt_the_control_plane() {
                 connector_id: CONNECTOR.into(),
                 service_type: "postgresql".into(),
                 configuration_schema: [("anything".to_string(), field)].into(),
+                capabilities: None,
             }],
             max_concurrent_jobs: 1,
         };

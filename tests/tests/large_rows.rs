@@ -28,7 +28,7 @@ const OVERSIZED_ID: u64 = 1_234;
 const OVERSIZED_BYTES: usize = 64 * 1024 * 1024;
 
 fn doc_id(pk: u64) -> String {
-    format!("{DB}_public_item_{pk}_")
+    format!("{DB}_public_item_{pk}")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -397,7 +397,7 @@ async fn sync_rules_are_checked_by_the_agent_and_applied_in_sql() {
     assert_eq!(json_i64(&job["indexedDocumentCount"]), 90, "{job}");
     assert_eq!(w.es.count("shop").await.unwrap(), 90);
     assert!(
-        w.es.get_doc("shop", "shop_public_item_5_").await.unwrap().is_none(),
+        w.es.get_doc("shop", "shop_public_item_5").await.unwrap().is_none(),
         "an excluded row was indexed"
     );
 
@@ -413,7 +413,7 @@ async fn sync_rules_are_checked_by_the_agent_and_applied_in_sql() {
     let job = sync().await.unwrap();
     assert_eq!(json_i64(&job["indexedDocumentCount"]), 25, "{job}");
     assert_eq!(w.es.count("shop").await.unwrap(), 25);
-    let doc = w.es.get_doc("shop", "shop_public_item_7_").await.unwrap().expect("doc 7");
+    let doc = w.es.get_doc("shop", "shop_public_item_7").await.unwrap().expect("doc 7");
     assert_eq!(doc["public_item_name"], "item 7", "{doc}");
     assert!(doc.get("public_item_price").is_none(), "only the query's columns: {doc}");
 
@@ -450,7 +450,7 @@ async fn sync_rules_are_checked_by_the_agent_and_applied_in_sql() {
     wait_state("valid").await.unwrap();
     let job = sync().await.unwrap();
     assert_eq!(json_i64(&job["indexedDocumentCount"]), 7, "{job}");
-    let doc = w.es.get_doc("shop", "shop_public_log_3_").await.unwrap().expect("log row 3");
+    let doc = w.es.get_doc("shop", "shop_public_log_3").await.unwrap().expect("log row 3");
     assert_eq!(doc["public_log_msg"], "line 3", "{doc}");
 }
 

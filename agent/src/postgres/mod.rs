@@ -18,7 +18,7 @@
 //!   float precision, and no statement / idle-in-transaction timeouts (the
 //!   reader legitimately idles inside its transaction while Elasticsearch is
 //!   slow).
-//! - **Job kinds**: full syncs only for now; incremental and access-control
+//! - **Job kinds**: full syncs only for now (`capabilities`); incremental and access-control
 //!   jobs fail with a configuration error that says so.
 //! - **Metadata** on the job: `rows_read`, `rows_per_table`, `skipped_tables`.
 
@@ -35,8 +35,8 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use ferry_sdk::{
-    ConfigFieldSpec, ConfigValues, DocumentSender, Job, JobKind, RuleError, Source, SourceError, SyncRules,
-    SyncStopped,
+    ConfigFieldSpec, ConfigValues, DocumentSender, Job, JobKind, RuleError, Source, SourceCapabilities, SourceError,
+    SyncRules, SyncStopped,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -64,6 +64,10 @@ impl Source for PostgresSource {
 
     fn configuration_schema(&self) -> Vec<(String, ConfigFieldSpec)> {
         schema::configuration_schema()
+    }
+
+    fn capabilities(&self) -> SourceCapabilities {
+        SourceCapabilities { job_kinds: vec![JobKind::Full], basic_rules: true, advanced_rules: true }
     }
 
     async fn validate(&self, values: &ConfigValues) -> Result<(), SourceError> {
@@ -187,12 +191,16 @@ pub async fn full_sync_with_rules<S: DocumentSink + ?Sized>(
     let client = connect::connect(cfg).await?;
     prepare_session(&client).await?;
     if let Some(list) = rules::advanced_rules(sync_rules).map_err(rules::source_error)? {
-        return advanced_sync(&client, cfg, &list, resume, cancel, sink).await;
+        let mut check = ids::CollisionCheck::default();
+        let report = advanced_sync(&client, cfg, &list, resume, cancel, sink, &mut check).await;
+        report_collisions(&check, sink);
+        return report;
     }
     let tables = catalog::resolve_tables(&client, &cfg.schema, &cfg.tables).await?;
     let resume = resume.and_then(Checkpoint::parse);
     let ctx = DocContext::now(&cfg.database, &cfg.schema);
     let mut report = SyncReport::default();
+    let mut check = ids::CollisionCheck::default();
 
     for name in &tables {
         if cancel.is_cancelled() {
@@ -220,7 +228,9 @@ pub async fn full_sync_with_rules<S: DocumentSink + ?Sized>(
             }
             a => a,
         };
-        let rows = read_table(&client, &plan, after, cancel, sink).await?;
+        let rows = read_table(&client, &plan, after, cancel, sink, &mut check).await;
+        report_collisions(&check, sink);
+        let rows = rows?;
         report.rows_read += rows;
         report.rows_per_table.insert(name.clone(), rows);
         sink.set_metadata("rows_read", json!(report.rows_read));
@@ -230,6 +240,16 @@ pub async fn full_sync_with_rules<S: DocumentSink + ?Sized>(
     sink.set_metadata("rows_per_table", json!(report.rows_per_table));
     sink.set_metadata("skipped_tables", json!(report.skipped_tables));
     Ok(report)
+}
+
+/// Puts what `check` found into the job's metadata (`id_collisions`).
+fn report_collisions<S: DocumentSink + ?Sized>(check: &ids::CollisionCheck, sink: &mut S) {
+    if let Some(report) = check.report() {
+        if check.collisions() > 0 {
+            tracing::warn!(collisions = check.collisions(), "rows with different keys got the same document id (see the job's metadata.id_collisions)");
+        }
+        sink.set_metadata("id_collisions", report);
+    }
 }
 
 /// Session settings every read relies on.
@@ -249,13 +269,14 @@ async fn read_table<S: DocumentSink + ?Sized>(
     after: Option<&[String]>,
     cancel: &CancellationToken,
     sink: &mut S,
+    check: &mut ids::CollisionCheck,
 ) -> Result<u64, SourceError> {
     let mut reader = TableReader::open(client, plan, after).await?;
     loop {
         let doc = tokio::select! {
             biased;
             _ = cancel.cancelled() => return Err(SyncStopped::Canceled.into()),
-            d = reader.next() => d?,
+            d = reader.next(check) => d?,
         };
         let Some(doc) = doc else { break };
         sink.send(doc.id, doc.source).await?;
@@ -277,6 +298,7 @@ async fn advanced_sync<S: DocumentSink + ?Sized>(
     resume: Option<&[u8]>,
     cancel: &CancellationToken,
     sink: &mut S,
+    check: &mut ids::CollisionCheck,
 ) -> Result<SyncReport, SourceError> {
     use futures::StreamExt;
     let start = resume
@@ -289,9 +311,12 @@ async fn advanced_sync<S: DocumentSink + ?Sized>(
     for (i, a) in list.iter().enumerate().skip(start) {
         let what = format!("advanced sync rule {i} (tables {})", a.tables.join(", "));
         let ids = rules::id_columns(client, &cfg.schema, a).await.map_err(rules::source_error)?;
-        let table = a.tables.join("_");
-        let prefix = format!("{}_{}_", cfg.schema, table).to_lowercase();
-        let id_prefix = format!("{}_{}_{}_", cfg.database, cfg.schema, table);
+        let kinds = rules::id_column_kinds(client, a, &ids).await.map_err(rules::source_error)?;
+        // Elastic sorts the tables for both the field prefix and the id.
+        let mut sorted = a.tables.clone();
+        sorted.sort_unstable();
+        let prefix = format!("{}_{}_", cfg.schema, sorted.join("_")).to_lowercase();
+        let id_format = ids::IdFormat::new(&cfg.database, &cfg.schema, &a.tables);
         let suffix = ctx.suffix(&a.tables.join(","));
         let checkpoint = serde_json::to_vec(&json!({"table": ADVANCED_CHECKPOINT, "after": [i.to_string()]}))
             .unwrap_or_default();
@@ -324,12 +349,12 @@ async fn advanced_sync<S: DocumentSink + ?Sized>(
             let bad =
                 |e: tokio_postgres::Error| SourceError::Internal(format!("{what}: unexpected row: {e}"));
             let object: Option<&str> = row.try_get(0).map_err(bad)?;
-            let mut id = id_prefix.clone();
+            let mut parts: Vec<Option<&str>> = Vec::with_capacity(ids.len());
             for k in 0..ids.len() {
-                let v: Option<&str> = row.try_get(k + 1).map_err(bad)?;
-                ids::push_key_part(&mut id, ids::KeyKind::Other, v.unwrap_or(""));
+                parts.push(row.try_get(k + 1).map_err(bad)?);
             }
-            let id = ids::finalize_id(id);
+            let id = id_format.id(kinds.iter().copied().zip(parts.iter().copied()));
+            check.observe(&id, &parts);
             let mut source = Vec::with_capacity(256);
             source.extend_from_slice(b"{\"id\":");
             render::write_json_str(&mut source, &id);

@@ -33,7 +33,7 @@ use tokio_postgres::types::{FromSql, ToSql, Type};
 use tokio_postgres::{Client, RowStream};
 
 use super::catalog::{query_error, quote_ident, TableInfo};
-use super::ids::{finalize_id, push_key_part, KeyKind};
+use super::ids::{CollisionCheck, IdFormat, KeyKind};
 use super::render::{write_json_str, Codec};
 
 /// What every document of a sync shares.
@@ -96,12 +96,10 @@ pub struct TablePlan {
     columns: Vec<usize>,
     /// Per selected column: `,"{field}":` and how its value is rendered.
     renders: Vec<(Vec<u8>, Codec)>,
+    /// Per primary key column (key order, which is also the order of the id's parts).
     key_kinds: Vec<KeyKind>,
-    /// Indices into the primary key, in table column order: the order of the
-    /// key parts in the document id (see below).
-    id_order: Vec<usize>,
     /// `{database}_{schema}_{table}_`
-    id_prefix: String,
+    id_format: IdFormat,
     /// `,"_timestamp":...,"table":...,"schema":...,"database":...}`
     suffix: Vec<u8>,
     /// `{"table":"<name>","after":[`: the start of every checkpoint.
@@ -134,16 +132,10 @@ impl TablePlan {
             fields.push(field);
             columns.push(i);
         }
+        // Elastic 9.x orders the id's key parts by `array_position(i.indkey,
+        // a.attnum)`: key order, the order `primary_key` is in.
         let key_kinds = table.primary_key.iter().map(|c| KeyKind::for_type(&c.base_type)).collect();
-        // Elastic reads the key columns through information_schema without an
-        // ORDER BY, which PostgreSQL answers in column order, not key order:
-        // for `PRIMARY KEY (n, region)` on columns (region, n) its ids read
-        // `..._{region}_{n}_`. Ids use that order so they stay identical;
-        // reading and resuming use key order (the primary key index).
-        let position = |name: &str| table.columns.iter().position(|c| c.name == name).unwrap_or(usize::MAX);
-        let mut id_order: Vec<usize> = (0..table.primary_key.len()).collect();
-        id_order.sort_by_key(|&i| position(&table.primary_key[i].name));
-        let id_prefix = format!("{}_{}_{}_", ctx.database, ctx.schema, table.name);
+        let id_format = IdFormat::new(&ctx.database, &ctx.schema, &[&table.name]);
         let suffix = ctx.suffix(&table.name);
         let renders = columns
             .iter()
@@ -165,8 +157,7 @@ impl TablePlan {
             columns,
             renders,
             key_kinds,
-            id_order,
-            id_prefix,
+            id_format,
             suffix,
             filter: Default::default(),
         })
@@ -185,8 +176,14 @@ impl TablePlan {
             sql.push_str(&select_expr(&t.columns[ci]).0);
         }
         let pk: Vec<String> = t.primary_key.iter().map(|c| format!("t.{}", quote_ident(&c.name))).collect();
-        for p in &pk {
-            sql.push_str(&format!(", {p}::text"));
+        for (p, c) in pk.iter().zip(&t.primary_key) {
+            if c.base_type == "bpchar" {
+                // A cast to text strips char(n)'s padding; asyncpg (and so
+                // Elastic's id) keeps it, as the type's output function does.
+                sql.push_str(&format!(", pg_catalog.format('%s', {p})"));
+            } else {
+                sql.push_str(&format!(", {p}::text"));
+            }
         }
         sql.push_str(&format!(" FROM {}.{} AS t", quote_ident(&t.schema), quote_ident(&t.name)));
         let mut conditions = Vec::new();
@@ -311,8 +308,9 @@ impl<'a> TableReader<'a> {
         Ok(TableReader { client, plan, stream: Box::pin(stream), rows: 0 })
     }
 
-    /// The next document, `None` at the end of the table.
-    pub async fn next(&mut self) -> Result<Option<Document>, SourceError> {
+    /// The next document, `None` at the end of the table. Its key goes
+    /// through `check` (ids that two keys share are reported on the job).
+    pub async fn next(&mut self, check: &mut CollisionCheck) -> Result<Option<Document>, SourceError> {
         let row = match self.stream.next().await {
             None => return Ok(None),
             Some(Ok(r)) => r,
@@ -325,11 +323,12 @@ impl<'a> TableReader<'a> {
         };
         let values = plan.renders.len();
         let key = |i: usize| -> Result<&str, SourceError> { row.try_get(values + i).map_err(bad_row) };
-        let mut id = plan.id_prefix.clone();
-        for &i in &plan.id_order {
-            push_key_part(&mut id, plan.key_kinds[i], key(i)?);
+        let mut parts = Vec::with_capacity(plan.key_len());
+        for i in 0..plan.key_len() {
+            parts.push(Some(key(i)?));
         }
-        let id = finalize_id(id);
+        let id = plan.id_format.id(plan.key_kinds.iter().copied().zip(parts.iter().copied()));
+        check.observe(&id, &parts);
         let mut checkpoint = Vec::with_capacity(plan.checkpoint_prefix.len() + 8 * plan.key_len() + 16);
         checkpoint.extend_from_slice(&plan.checkpoint_prefix);
         for i in 0..plan.key_len() {

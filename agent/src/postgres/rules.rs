@@ -27,6 +27,7 @@ use serde::Deserialize;
 use tokio_postgres::Client;
 
 use super::catalog::{self, quote_ident, TableInfo};
+use super::ids::KeyKind;
 
 /// One advanced rule.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -222,6 +223,24 @@ pub async fn id_columns(client: &Client, schema: &str, a: &AdvancedRule) -> Resu
         ));
     }
     Ok(info.primary_key.iter().map(|c| c.name.clone()).collect())
+}
+
+/// How each id column's text becomes its id part (by the query's column types).
+pub async fn id_column_kinds(client: &Client, a: &AdvancedRule, id_columns: &[String]) -> Result<Vec<KeyKind>, String> {
+    let stmt = client
+        .prepare(&wrap_query(&a.query))
+        .await
+        .map_err(|e| format!("the query does not work: {}", db_message(&e)))?;
+    id_columns
+        .iter()
+        .map(|c| {
+            stmt.columns()
+                .iter()
+                .find(|col| col.name() == c)
+                .map(|col| KeyKind::for_type(col.type_().name()))
+                .ok_or_else(|| format!("id column {c:?} is not among the query's columns"))
+        })
+        .collect()
 }
 
 async fn check_advanced(client: &Client, schema: &str, a: &AdvancedRule) -> Result<(), String> {

@@ -38,6 +38,44 @@ pub enum JobKind {
     AccessControl,
 }
 
+/// What a source can do, announced per served connector in `Hello`
+/// (`ServedConnector.capabilities`). The control plane never assigns a job
+/// type missing here and writes the connector's `features` from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceCapabilities {
+    pub job_kinds: Vec<JobKind>,
+    pub basic_rules: bool,
+    pub advanced_rules: bool,
+}
+
+impl Default for SourceCapabilities {
+    /// Full syncs without sync rules: what a source that overrides neither
+    /// [`Source::validate_rules`] nor [`Source::capabilities`] can do.
+    fn default() -> Self {
+        SourceCapabilities { job_kinds: vec![JobKind::Full], basic_rules: false, advanced_rules: false }
+    }
+}
+
+impl SourceCapabilities {
+    pub(crate) fn to_proto(&self) -> proto::SourceCapabilities {
+        proto::SourceCapabilities {
+            job_types: self.job_kinds.iter().map(|k| k.to_proto() as i32).collect(),
+            basic_rules: self.basic_rules,
+            advanced_rules: self.advanced_rules,
+        }
+    }
+}
+
+impl JobKind {
+    pub(crate) fn to_proto(self) -> proto::JobType {
+        match self {
+            JobKind::Full => proto::JobType::Full,
+            JobKind::Incremental => proto::JobType::Incremental,
+            JobKind::AccessControl => proto::JobType::AccessControl,
+        }
+    }
+}
+
 /// One job as the source sees it.
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -97,6 +135,12 @@ pub trait Source: Send + Sync + 'static {
 
     /// The configuration schema registered on the connector, key → field.
     fn configuration_schema(&self) -> Vec<(String, ConfigFieldSpec)>;
+
+    /// What this source can do (job types, sync rules); sent to the control
+    /// plane in `Hello`. Keep it consistent with [`Source::validate_rules`].
+    fn capabilities(&self) -> SourceCapabilities {
+        SourceCapabilities::default()
+    }
 
     /// Check the values and reach the source (connect and ping). Errors are
     /// shown to the user, so say what to fix.

@@ -185,6 +185,11 @@ _JOB_KINDS = {
     sync_job_pb2.JOB_TYPE_INCREMENTAL: JobKind.INCREMENTAL,
     sync_job_pb2.JOB_TYPE_ACCESS_CONTROL: JobKind.ACCESS_CONTROL,
 }
+_JOB_TYPES = {
+    JobKind.FULL: sync_job_pb2.JOB_TYPE_FULL,
+    JobKind.INCREMENTAL: sync_job_pb2.JOB_TYPE_INCREMENTAL,
+    JobKind.ACCESS_CONTROL: sync_job_pb2.JOB_TYPE_ACCESS_CONTROL,
+}
 
 
 class _Session:
@@ -235,6 +240,13 @@ class _Session:
             if source is not None:
                 for key, f in source.configuration_schema().items():
                     served.configuration_schema[key].CopyFrom(f.to_proto())
+                served.capabilities.CopyFrom(
+                    agent_pb2.SourceCapabilities(
+                        job_types=[_JOB_TYPES[k] for k in source.job_kinds],
+                        basic_rules=False,
+                        advanced_rules=False,
+                    )
+                )
         return hello
 
     def run(self, channel: grpc.Channel) -> str:

@@ -143,6 +143,9 @@ class Source:
 
     #: The ``service_type`` this source serves, e.g. ``"sqlite"``.
     service_type: str = ""
+    #: Job kinds this source runs, announced in ``Hello`` (``ServedConnector.capabilities``);
+    #: the control plane never assigns another kind. Python sources apply no sync rules.
+    job_kinds: Tuple[JobKind, ...] = (JobKind.FULL,)
 
     def configuration_schema(self) -> Dict[str, ConfigField]:
         """The configuration schema registered on the connector, key -> field."""

@@ -74,6 +74,7 @@ pub(super) async fn run(
                             s.configuration_schema().into_iter().map(|(k, f)| (k, f.to_proto())).collect()
                         })
                         .unwrap_or_default(),
+                    capabilities: source.map(|s| s.capabilities().to_proto()),
                 }
             })
             .collect(),

@@ -77,7 +77,7 @@ class Hello(_message.Message):
     def __init__(self, protocol_version: _Optional[_Union[ProtocolVersion, str]] = ..., agent_version: _Optional[str] = ..., hostname: _Optional[str] = ..., connectors: _Optional[_Iterable[_Union[ServedConnector, _Mapping]]] = ..., max_concurrent_jobs: _Optional[int] = ...) -> None: ...
 
 class ServedConnector(_message.Message):
-    __slots__ = ("connector_id", "service_type", "configuration_schema")
+    __slots__ = ("connector_id", "service_type", "configuration_schema", "capabilities")
     class ConfigurationSchemaEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -88,10 +88,22 @@ class ServedConnector(_message.Message):
     CONNECTOR_ID_FIELD_NUMBER: _ClassVar[int]
     SERVICE_TYPE_FIELD_NUMBER: _ClassVar[int]
     CONFIGURATION_SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     connector_id: str
     service_type: str
     configuration_schema: _containers.MessageMap[str, _connector_pb2.ConfigField]
-    def __init__(self, connector_id: _Optional[str] = ..., service_type: _Optional[str] = ..., configuration_schema: _Optional[_Mapping[str, _connector_pb2.ConfigField]] = ...) -> None: ...
+    capabilities: SourceCapabilities
+    def __init__(self, connector_id: _Optional[str] = ..., service_type: _Optional[str] = ..., configuration_schema: _Optional[_Mapping[str, _connector_pb2.ConfigField]] = ..., capabilities: _Optional[_Union[SourceCapabilities, _Mapping]] = ...) -> None: ...
+
+class SourceCapabilities(_message.Message):
+    __slots__ = ("job_types", "basic_rules", "advanced_rules")
+    JOB_TYPES_FIELD_NUMBER: _ClassVar[int]
+    BASIC_RULES_FIELD_NUMBER: _ClassVar[int]
+    ADVANCED_RULES_FIELD_NUMBER: _ClassVar[int]
+    job_types: _containers.RepeatedScalarFieldContainer[_sync_job_pb2.JobType]
+    basic_rules: bool
+    advanced_rules: bool
+    def __init__(self, job_types: _Optional[_Iterable[_Union[_sync_job_pb2.JobType, str]]] = ..., basic_rules: _Optional[bool] = ..., advanced_rules: _Optional[bool] = ...) -> None: ...
 
 class FlowControl(_message.Message):
     __slots__ = ("max_unacked_batches", "max_batch_bytes", "max_batch_documents")
