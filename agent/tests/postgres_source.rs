@@ -233,7 +233,7 @@ async fn ids_equal_elastic_9_formula() {
     assert_eq!(sink.doc(&long_md5)["id"], json!(long_md5));
     assert_eq!(report.rows_per_table["orders"], 3);
     assert_eq!(sink.metadata["rows_read"], json!(22));
-    assert!(sink.metadata.get("id_collisions").is_none(), "{:?}", sink.metadata);
+    assert!(!sink.metadata.contains_key("id_collisions"), "{:?}", sink.metadata);
 }
 
 #[tokio::test]
@@ -383,10 +383,7 @@ async fn star_reads_every_table_once_including_partitioned_and_wide_ones() {
     ))
     .await;
     let (sink, report) = sync(&pg, "*", None).await;
-    assert_eq!(
-        sink.ids(),
-        ["ferry_public_events_1_eu", "ferry_public_events_2_us", "ferry_public_wide_1"]
-    );
+    assert_eq!(sink.ids(), ["ferry_public_events_1_eu", "ferry_public_events_2_us", "ferry_public_wide_1"]);
     assert!(report.skipped_tables.is_empty());
     let w = sink.doc("ferry_public_wide_1");
     assert_eq!(w["public_wide_c59"], json!(59));

@@ -121,7 +121,9 @@ pub fn python_str(kind: KeyKind, text: &str) -> Cow<'_, str> {
         KeyKind::Timestamp | KeyKind::TimestampTz => {
             let tz = kind == KeyKind::TimestampTz;
             match text {
-                "infinity" => Cow::Owned(format!("9999-12-31 23:59:59.999999{}", if tz { "+00:00" } else { "" })),
+                "infinity" => {
+                    Cow::Owned(format!("9999-12-31 23:59:59.999999{}", if tz { "+00:00" } else { "" }))
+                }
                 "-infinity" => Cow::Owned(format!("0001-01-01 00:00:00{}", if tz { "+00:00" } else { "" })),
                 _ => Cow::Owned(datetime_str(text)),
             }
@@ -193,7 +195,8 @@ fn decimal_str(text: &str) -> Cow<'_, str> {
     } else {
         (coeff[..dotplace as usize].to_owned(), format!(".{}", &coeff[dotplace as usize..]))
     };
-    let exppart = if leftdigits == dotplace { String::new() } else { format!("E{:+}", leftdigits - dotplace) };
+    let exppart =
+        if leftdigits == dotplace { String::new() } else { format!("E{:+}", leftdigits - dotplace) };
     Cow::Owned(format!("{}{intpart}{fracpart}{exppart}", if negative { "-" } else { "" }))
 }
 
@@ -408,8 +411,12 @@ mod tests {
     fn collisions_are_found_among_ambiguous_keys() {
         let f = IdFormat::new("db", "s", &["t"]);
         let mut check = CollisionCheck::default();
-        for key in [[Some("a_b"), Some("c")], [Some("x"), Some("y")], [Some("a"), Some("b_c")], [Some("a_b"), Some("c")]]
-        {
+        for key in [
+            [Some("a_b"), Some("c")],
+            [Some("x"), Some("y")],
+            [Some("a"), Some("b_c")],
+            [Some("a_b"), Some("c")],
+        ] {
             let id = f.id(key.iter().map(|v| (KeyKind::Text, *v)));
             check.observe(&id, &key);
         }

@@ -35,8 +35,8 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use ferry_sdk::{
-    ConfigFieldSpec, ConfigValues, DocumentSender, Job, JobKind, RuleError, Source, SourceCapabilities, SourceError,
-    SyncRules, SyncStopped,
+    ConfigFieldSpec, ConfigValues, DocumentSender, Job, JobKind, RuleError, Source, SourceCapabilities,
+    SourceError, SyncRules, SyncStopped,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -246,7 +246,10 @@ pub async fn full_sync_with_rules<S: DocumentSink + ?Sized>(
 fn report_collisions<S: DocumentSink + ?Sized>(check: &ids::CollisionCheck, sink: &mut S) {
     if let Some(report) = check.report() {
         if check.collisions() > 0 {
-            tracing::warn!(collisions = check.collisions(), "rows with different keys got the same document id (see the job's metadata.id_collisions)");
+            tracing::warn!(
+                collisions = check.collisions(),
+                "rows with different keys got the same document id (see the job's metadata.id_collisions)"
+            );
         }
         sink.set_metadata("id_collisions", report);
     }

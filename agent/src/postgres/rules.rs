@@ -226,7 +226,11 @@ pub async fn id_columns(client: &Client, schema: &str, a: &AdvancedRule) -> Resu
 }
 
 /// How each id column's text becomes its id part (by the query's column types).
-pub async fn id_column_kinds(client: &Client, a: &AdvancedRule, id_columns: &[String]) -> Result<Vec<KeyKind>, String> {
+pub async fn id_column_kinds(
+    client: &Client,
+    a: &AdvancedRule,
+    id_columns: &[String],
+) -> Result<Vec<KeyKind>, String> {
     let stmt = client
         .prepare(&wrap_query(&a.query))
         .await
