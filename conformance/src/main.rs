@@ -333,6 +333,7 @@ impl Admin {
             .create_sync_job(proto::CreateSyncJobRequest {
                 connector_id: CONNECTOR.into(),
                 job_type: proto::JobType::Full as i32,
+                ..Default::default()
             })
             .await
             .context("CreateSyncJob")?;

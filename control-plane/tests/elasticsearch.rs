@@ -21,9 +21,11 @@ fn client(url: &str) -> EsClient {
 
 fn docs(range: std::ops::Range<u32>) -> Vec<BulkDoc> {
     range
-        .map(|i| BulkDoc {
-            id: format!("doc-{i}"),
-            source: Bytes::from(format!(r#"{{"n":{i},"title":"document number {i}"}}"#)),
+        .map(|i| {
+            BulkDoc::index(
+                format!("doc-{i}"),
+                Bytes::from(format!(r#"{{"n":{i},"title":"document number {i}"}}"#)),
+            )
         })
         .collect()
 }
@@ -198,7 +200,7 @@ async fn only_the_first_failures_are_kept_but_all_are_counted() {
     let osmem = Osmem::start().unwrap();
     let es = client(osmem.url());
     let batch: Vec<BulkDoc> =
-        (0..20).map(|i| BulkDoc { id: format!("bad-{i}"), source: Bytes::from_static(b"[1]") }).collect();
+        (0..20).map(|i| BulkDoc::index(format!("bad-{i}"), Bytes::from_static(b"[1]"))).collect();
     let o = BulkIndexer::new(es, fast_retries()).index_batch("x", &batch, b"").await.unwrap();
     assert_eq!((o.indexed, o.failed, o.failures.len(), o.bytes_sent), (0, 20, 5, 0));
 }

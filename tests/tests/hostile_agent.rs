@@ -84,7 +84,11 @@ async fn malformed_and_oversized_messages_do_not_hurt_the_control_plane() {
             job_id: "not-mine".into(),
             lease_id: "nope".into(),
             sequence: 1,
-            documents: vec![proto::Document { id: "x".into(), source: b"{}".to_vec().into() }],
+            documents: vec![proto::Document {
+                id: "x".into(),
+                source: b"{}".to_vec().into(),
+                ..Default::default()
+            }],
             checkpoint: vec![],
         }))
         .await?;
@@ -127,10 +131,19 @@ async fn malformed_and_oversized_messages_do_not_hurt_the_control_plane() {
             .map(|i| proto::Document {
                 id: format!("doc-{i}"),
                 source: format!("{{\"n\":{i}}}").into_bytes().into(),
+                ..Default::default()
             })
             .collect();
-        documents.push(proto::Document { id: "bad-1".into(), source: b"not json at all".to_vec().into() });
-        documents.push(proto::Document { id: "bad-2".into(), source: b"[1,2,3]".to_vec().into() });
+        documents.push(proto::Document {
+            id: "bad-1".into(),
+            source: b"not json at all".to_vec().into(),
+            ..Default::default()
+        });
+        documents.push(proto::Document {
+            id: "bad-2".into(),
+            source: b"[1,2,3]".to_vec().into(),
+            ..Default::default()
+        });
         send(Out::Batch(proto::DocumentBatch {
             job_id: assign.job_id.clone(),
             lease_id: assign.lease_id.clone(),
@@ -166,7 +179,7 @@ async fn malformed_and_oversized_messages_do_not_hurt_the_control_plane() {
             job_id: "x".into(),
             lease_id: "x".into(),
             sequence: 1,
-            documents: vec![proto::Document { id: "huge".into(), source: huge.into() }],
+            documents: vec![proto::Document { id: "huge".into(), source: huge.into(), ..Default::default() }],
             checkpoint: vec![],
         }))
         .await;

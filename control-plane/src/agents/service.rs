@@ -175,6 +175,7 @@ async fn serve(app: Arc<App>, session: Arc<AgentSession>, mut inbound: Streaming
                     break reason;
                 }
             }
+            In::Progress(p) => on_progress(&session, p),
             In::JobFinished(f) => {
                 let run = session.jobs.lock().expect("jobs lock").get(&f.job_id).cloned();
                 match run {
@@ -214,6 +215,19 @@ async fn serve(app: Arc<App>, session: Arc<AgentSession>, mut inbound: Streaming
     // SIGTERM leaves every job handed back before the process exits.
     app.registry.remove(&session.session_id);
     app.registry.changed.notify_waiters();
+}
+
+/// Merges a running job's progress facts into what the progress loop
+/// writes to the job's metadata (bounded: see `JobRun::merge_progress`).
+fn on_progress(session: &AgentSession, p: proto::JobProgress) {
+    let run = session.jobs.lock().expect("jobs lock").get(&p.job_id).cloned();
+    match run.filter(|r| r.lease_id == p.lease_id) {
+        Some(run) => {
+            let facts = p.metadata.as_ref().map(ferry_sdk::config_schema::struct_to_json).unwrap_or_default();
+            run.merge_progress(facts);
+        }
+        None => tracing::debug!(job_id = %p.job_id, "progress for a job this session does not hold; ignored"),
+    }
 }
 
 /// Takes one batch. An error ends the session (protocol violation).

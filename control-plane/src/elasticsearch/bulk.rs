@@ -12,6 +12,13 @@
 //! - After `max_retries` retries with documents still rejected, the call returns
 //!   [`EsError::RetriesExhausted`]; the caller decides (fail the job, or retry later).
 //! - Invalid sources (not one `{...}` JSON object on one line) are permanent failures, never sent.
+//! - Operations ([`BulkOp`]): `index` (full replace), `update` with `{"doc": source}` (partial:
+//!   only the fields sent change) and `delete`. A `404` on an update or delete (the document is
+//!   not there) is counted in [`BulkOutcome::missing`], not as a failure.
+//! - Several operations on one `_id` in one call are applied in the order given: Elasticsearch
+//!   applies a request's items of one shard in order, requests are sent one after another, and
+//!   when an item is retried every later item of the same `_id` in that request is re-sent with it
+//!   (in order), so a retried older change can never land after a newer one.
 //!
 //! `extra_fields` (e.g. `"_ferry_sync_generation":1234`) is spliced after each source's opening
 //! `{` without re-parsing the document.
@@ -66,6 +73,26 @@ impl Default for BulkConfig {
 pub struct BulkDoc {
     pub id: String,
     pub source: Bytes,
+    pub op: BulkOp,
+}
+
+/// What a bulk item does with its document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BulkOp {
+    /// Replace the whole document with `source`.
+    #[default]
+    Index,
+    /// Set the fields of `source` (`{"doc": source}`); the others keep their value.
+    Update,
+    /// Delete the document (`source` is not sent).
+    Delete,
+}
+
+impl BulkDoc {
+    /// An `index` item.
+    pub fn index(id: String, source: Bytes) -> Self {
+        BulkDoc { id, source, op: BulkOp::Index }
+    }
 }
 
 /// A permanently failed document.
@@ -81,7 +108,12 @@ pub struct ItemFailure {
 /// What one `index_batch` achieved.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BulkOutcome {
+    /// Items applied (indexed, updated or deleted).
     pub indexed: u64,
+    /// Of those, deletes applied.
+    pub deleted: u64,
+    /// Updates and deletes of documents that were not there (answered 404): nothing to do.
+    pub missing: u64,
     pub failed: u64,
     /// The first [`MAX_KEPT_FAILURES`] permanent failures.
     pub failures: Vec<ItemFailure>,
@@ -142,10 +174,11 @@ impl BulkIndexer {
         if memchr::memchr(b'\n', extra_fields).is_some() {
             return Err(EsError::Config("bulk extra_fields must not contain a newline".into()));
         }
-        let action_prefix = action_prefix(index);
+        let action_prefix = ActionPrefixes::new(index);
         let mut valid: Vec<usize> = Vec::with_capacity(docs.len());
         for (i, doc) in docs.iter().enumerate() {
-            match validate_source(&doc.source) {
+            let checked = if doc.op == BulkOp::Delete { Ok(()) } else { validate_source(&doc.source) };
+            match checked {
                 Ok(()) => valid.push(i),
                 Err(reason) => outcome.fail(ItemFailure {
                     id: doc.id.clone(),
@@ -180,7 +213,7 @@ impl BulkIndexer {
         index: &str,
         docs: &[BulkDoc],
         chunk: &[usize],
-        action_prefix: &[u8],
+        action_prefix: &ActionPrefixes,
         extra: &[u8],
         query: &[(&str, &str)],
         outcome: &mut BulkOutcome,
@@ -235,16 +268,33 @@ impl BulkIndexer {
                         .map_err(|detail| EsError::Decode { path: "/_bulk".into(), detail })?;
                     let mut retry = Vec::new();
                     let mut last = String::new();
+                    // Ids with an item being retried: their later items must be re-sent after it.
+                    let mut retried_ids: std::collections::HashSet<&str> = Default::default();
                     for (&doc_index, verdict) in pending.iter().zip(verdicts) {
+                        let doc = &docs[doc_index];
+                        if retried_ids.contains(doc.id.as_str()) {
+                            // Applied (or not) ahead of an older change of the same id that
+                            // must be retried: re-send it after that one, whatever it got.
+                            retry.push(doc_index);
+                            continue;
+                        }
                         match verdict {
                             ItemVerdict::Ok => {
                                 outcome.indexed += 1;
-                                outcome.bytes += docs[doc_index].source.len() as u64;
+                                if doc.op == BulkOp::Delete {
+                                    outcome.deleted += 1;
+                                }
+                                outcome.bytes += doc.source.len() as u64;
+                            }
+                            ItemVerdict::Failed(f) if f.status == 404 && doc.op != BulkOp::Index => {
+                                outcome.indexed += 1;
+                                outcome.missing += 1;
                             }
                             ItemVerdict::Retry(f) => {
                                 if last.is_empty() {
                                     last = format!("{} {}: {}", f.status, f.error_type, f.reason);
                                 }
+                                retried_ids.insert(doc.id.as_str());
                                 retry.push(doc_index);
                             }
                             ItemVerdict::Failed(f) => outcome.fail(f),
@@ -295,20 +345,56 @@ fn validate_source(source: &[u8]) -> Result<(), &'static str> {
 }
 
 /// `{"index":{"_index":"<index>","_id":` — the constant part of every action line.
-fn action_prefix(index: &str) -> Vec<u8> {
+fn action_prefix(op: &str, index: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(index.len() + 32);
-    out.extend_from_slice(br#"{"index":{"_index":"#);
+    out.extend_from_slice(b"{\"");
+    out.extend_from_slice(op.as_bytes());
+    out.extend_from_slice(br#"":{"_index":"#);
     // Writing a &str into a Vec cannot fail.
     serde_json::to_writer(&mut out, index).expect("serialize a string");
     out.extend_from_slice(br#","_id":"#);
     out
 }
 
-const ACTION_SUFFIX: &[u8] = b"}}\n";
+/// The action line prefixes of one index, per operation.
+struct ActionPrefixes {
+    index: Vec<u8>,
+    update: Vec<u8>,
+    delete: Vec<u8>,
+}
 
-/// Exact byte size of a document's two lines, so requests can be planned without building them.
-fn line_size(action_prefix: &[u8], doc: &BulkDoc, extra: &[u8]) -> usize {
-    action_prefix.len() + json_string_len(&doc.id) + ACTION_SUFFIX.len() + spliced_len(&doc.source, extra) + 1
+impl ActionPrefixes {
+    fn new(index: &str) -> Self {
+        ActionPrefixes {
+            index: action_prefix("index", index),
+            update: action_prefix("update", index),
+            delete: action_prefix("delete", index),
+        }
+    }
+
+    fn of(&self, op: BulkOp) -> &[u8] {
+        match op {
+            BulkOp::Index => &self.index,
+            BulkOp::Update => &self.update,
+            BulkOp::Delete => &self.delete,
+        }
+    }
+}
+
+const ACTION_SUFFIX: &[u8] = b"}}\n";
+/// An update's source goes inside `{"doc":...}`; generation fields are not added to it (the
+/// document keeps the generation it was indexed with).
+const UPDATE_OPEN: &[u8] = br#"{"doc":"#;
+
+/// Exact byte size of a document's lines, so requests can be planned without building them.
+fn line_size(prefixes: &ActionPrefixes, doc: &BulkDoc, extra: &[u8]) -> usize {
+    let action = prefixes.of(doc.op).len() + json_string_len(&doc.id) + ACTION_SUFFIX.len();
+    action
+        + match doc.op {
+            BulkOp::Index => spliced_len(&doc.source, extra) + 1,
+            BulkOp::Update => UPDATE_OPEN.len() + doc.source.len() + 2,
+            BulkOp::Delete => 0,
+        }
 }
 
 /// Length of `s` as a JSON string literal, as serde_json writes it (quotes included).
@@ -343,16 +429,26 @@ fn split_by_size(items: &[usize], size: impl Fn(&usize) -> usize, max_bytes: usi
 }
 
 /// One request body, allocated once at its exact size.
-fn build_body(action_prefix: &[u8], docs: &[BulkDoc], which: &[usize], extra: &[u8]) -> Bytes {
-    let total: usize = which.iter().map(|&i| line_size(action_prefix, &docs[i], extra)).sum();
+fn build_body(prefixes: &ActionPrefixes, docs: &[BulkDoc], which: &[usize], extra: &[u8]) -> Bytes {
+    let total: usize = which.iter().map(|&i| line_size(prefixes, &docs[i], extra)).sum();
     let mut out = Vec::with_capacity(total);
     for &i in which {
         let doc = &docs[i];
-        out.extend_from_slice(action_prefix);
+        out.extend_from_slice(prefixes.of(doc.op));
         serde_json::to_writer(&mut out, &doc.id).expect("serialize a string");
         out.extend_from_slice(ACTION_SUFFIX);
-        splice_source(&mut out, &doc.source, extra);
-        out.push(b'\n');
+        match doc.op {
+            BulkOp::Index => {
+                splice_source(&mut out, &doc.source, extra);
+                out.push(b'\n');
+            }
+            BulkOp::Update => {
+                out.extend_from_slice(UPDATE_OPEN);
+                out.extend_from_slice(&doc.source);
+                out.extend_from_slice(b"}\n");
+            }
+            BulkOp::Delete => {}
+        }
     }
     debug_assert_eq!(out.len(), total, "line_size must match what build_body writes");
     Bytes::from(out)
@@ -477,13 +573,35 @@ mod tests {
     use super::*;
 
     fn doc(id: &str, source: &str) -> BulkDoc {
-        BulkDoc { id: id.into(), source: Bytes::copy_from_slice(source.as_bytes()) }
+        BulkDoc::index(id.into(), Bytes::copy_from_slice(source.as_bytes()))
+    }
+
+    #[test]
+    fn body_carries_update_and_delete_actions() {
+        let docs = [
+            BulkDoc { op: BulkOp::Update, ..doc("u", r#"{"x":2}"#) },
+            BulkDoc { op: BulkOp::Delete, ..doc("d", "") },
+            doc("i", r#"{"x":3}"#),
+        ];
+        let p = ActionPrefixes::new("idx");
+        let body = build_body(&p, &docs, &[0, 1, 2], br#""_g":7"#);
+        let lines: Vec<&str> = std::str::from_utf8(&body).unwrap().split_terminator('\n').collect();
+        assert_eq!(
+            lines,
+            [
+                r#"{"update":{"_index":"idx","_id":"u"}}"#,
+                r#"{"doc":{"x":2}}"#,
+                r#"{"delete":{"_index":"idx","_id":"d"}}"#,
+                r#"{"index":{"_index":"idx","_id":"i"}}"#,
+                r#"{"_g":7,"x":3}"#,
+            ]
+        );
     }
 
     #[test]
     fn body_is_ndjson_with_spliced_fields() {
         let docs = [doc("a", r#"{"x":1}"#), doc("we\"ird\n", "{}"), doc("c", "{ }")];
-        let p = action_prefix("idx");
+        let p = ActionPrefixes::new("idx");
         let body = build_body(&p, &docs, &[0, 1, 2], br#""_g":7"#);
         let text = std::str::from_utf8(&body).unwrap();
         let lines: Vec<&str> = text.split_terminator('\n').collect();

@@ -18,7 +18,7 @@ pub mod error;
 pub mod index;
 pub mod version;
 
-pub use bulk::{BulkConfig, BulkDoc, BulkIndexer, BulkOutcome, ItemFailure};
+pub use bulk::{BulkConfig, BulkDoc, BulkIndexer, BulkOp, BulkOutcome, ItemFailure};
 pub use client::{
     ClusterInfo, Concurrency, EsAuth, EsClient, EsClientConfig, Hit, Refresh, SearchResult, SeqNo,
     VersionedDoc, WriteResult,

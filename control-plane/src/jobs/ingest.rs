@@ -24,7 +24,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::elasticsearch::{BulkDoc, BulkIndexer, EsError};
+use crate::elasticsearch::{BulkDoc, BulkIndexer, BulkOp, EsError};
 
 /// Keep at most this many rejection reasons on the job document.
 pub const MAX_REJECTIONS_KEPT: usize = 10;
@@ -63,7 +63,15 @@ pub struct JobRun {
     pub started: Instant,
     /// The connector's ingest pipeline (`pipeline.name`), when in use.
     pub pipeline: Mutex<Option<String>>,
+    /// Facts from the agent's `JobProgress`, merged into the job's metadata
+    /// by the progress loop.
+    pub progress: Mutex<serde_json::Map<String, serde_json::Value>>,
 }
+
+/// Bounds of what `JobProgress` may put on a job: the job document must
+/// not grow with a chatty agent.
+pub const MAX_PROGRESS_KEYS: usize = 32;
+pub const MAX_PROGRESS_VALUE_BYTES: usize = 1024;
 
 #[derive(Debug, Default)]
 pub struct RunStats {
@@ -94,6 +102,14 @@ impl RunStats {
                 self.checkpoint = Some(cp);
             }
         }
+    }
+}
+
+fn bulk_op(op: i32) -> BulkOp {
+    match proto::DocumentOp::try_from(op) {
+        Ok(proto::DocumentOp::Update) => BulkOp::Update,
+        Ok(proto::DocumentOp::Delete) => BulkOp::Delete,
+        _ => BulkOp::Index,
     }
 }
 
@@ -131,6 +147,21 @@ impl JobRun {
             fatal: Mutex::new(None),
             started: Instant::now(),
             pipeline: Mutex::new(None),
+            progress: Mutex::new(serde_json::Map::new()),
+        }
+    }
+
+    /// Merges progress facts, keeping at most [`MAX_PROGRESS_KEYS`] keys and
+    /// dropping values larger than [`MAX_PROGRESS_VALUE_BYTES`] (logged).
+    pub fn merge_progress(&self, facts: serde_json::Map<String, serde_json::Value>) {
+        let mut p = self.progress.lock().expect("progress lock");
+        for (k, v) in facts {
+            let size = k.len() + serde_json::to_vec(&v).map(|b| b.len()).unwrap_or(usize::MAX);
+            if size > MAX_PROGRESS_VALUE_BYTES || (!p.contains_key(&k) && p.len() >= MAX_PROGRESS_KEYS) {
+                tracing::debug!(job_id = %self.job_id, key = %k, "progress fact dropped (too large or too many keys)");
+                continue;
+            }
+            p.insert(k, v);
         }
     }
 
@@ -151,8 +182,10 @@ impl JobRun {
         let bulk = bulk.with_pipeline(self.pipeline.lock().expect("pipeline lock").clone());
         self.tracker.spawn(async move {
             let proto::DocumentBatch { sequence, documents, checkpoint, .. } = batch;
-            let docs: Vec<BulkDoc> =
-                documents.into_iter().map(|d| BulkDoc { id: d.id, source: d.source }).collect();
+            let docs: Vec<BulkDoc> = documents
+                .into_iter()
+                .map(|d| BulkDoc { op: bulk_op(d.op), id: d.id, source: d.source })
+                .collect();
             let received = docs.len() as u64;
             let Some(result) = run.index_patiently(&bulk, &docs, sequence).await else {
                 // Abandoned: no ack, no stats; the permit goes with the run.

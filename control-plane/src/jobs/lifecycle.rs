@@ -115,6 +115,11 @@ pub async fn claim_and_assign(app: &App, session: &Arc<AgentSession>, job_id: &s
         resume_checkpoint: resume.clone(),
         flow_control: Some(app.flow_control()),
         filtering: crate::agents::filtering::active_rules(&doc.connector.filtering),
+        sync_cursor: match &doc.connector.sync_cursor {
+            v @ serde_json::Value::Object(_) => serde_json::to_vec(v).unwrap_or_default(),
+            _ => Vec::new(),
+        },
+        incremental_mode: proto::IncrementalMode::Drain as i32,
     };
     tracing::info!(job_id, agent_id = %session.agent_id, attempt = doc.ferry.attempts, resumed = !resume.is_empty(), "job assigned");
     if !session.send(proto::control_message::Message::AssignJob(assign)).await {

@@ -17,7 +17,10 @@ pub mod source;
 
 pub use config_schema::{ConfigFieldSpec, ConfigValues};
 pub use rules::{BasicRule, RuleError, SyncRules};
-pub use source::{DocumentSender, Job, JobKind, Source, SourceCapabilities, SourceError, SyncStopped};
+pub use source::{
+    DocOp, DocumentSender, IncrementalMode, Job, JobKind, Source, SourceCapabilities, SourceError,
+    SyncStopped,
+};
 
 /// Generated protocol types (`ferry.v1`).
 pub mod proto {

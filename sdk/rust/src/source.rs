@@ -18,12 +18,27 @@
 //! acknowledged, and a resumed attempt of the job receives it in
 //! [`Job::resume_checkpoint`]. Documents between that checkpoint and the
 //! failure are sent again; ids are deterministic, so they overwrite.
+//!
+//! Incremental jobs ([`JobKind::Incremental`]) send changes rather than
+//! documents: [`DocumentSender::index`], [`DocumentSender::update`]
+//! (partial), [`DocumentSender::delete`] and
+//! [`DocumentSender::delete_matching`], each with a version (the change's
+//! position, increasing per document). The control plane applies the
+//! operations on one id in the order sent. Their checkpoints are JSON
+//! objects; the checkpoint of the acknowledged prefix
+//! ([`DocumentSender::acknowledged_checkpoint`]) is what the source may tell
+//! its upstream is durable (PostgreSQL: the slot's confirmed flush LSN).
+//!
+//! The runtime refuses a job whose type the source does not declare in
+//! [`Source::capabilities`] (or does not know): `sync` is never called for
+//! it, and the job fails with `FAILURE_KIND_UNSUPPORTED`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::config_schema::{ConfigFieldSpec, ConfigValues};
@@ -66,6 +81,53 @@ impl SourceCapabilities {
     }
 }
 
+impl TryFrom<i32> for JobKind {
+    type Error = String;
+
+    /// Strict: an unknown or unspecified job type is an error, never a full
+    /// sync (an old agent must not run a full sync for a job type it does
+    /// not know).
+    fn try_from(value: i32) -> Result<Self, Self::Error> {
+        match proto::JobType::try_from(value) {
+            Ok(proto::JobType::Full) => Ok(JobKind::Full),
+            Ok(proto::JobType::Incremental) => Ok(JobKind::Incremental),
+            Ok(proto::JobType::AccessControl) => Ok(JobKind::AccessControl),
+            Ok(proto::JobType::Unspecified) => Err("the job has no job type".into()),
+            Err(_) => Err(format!("job type {value} is unknown to this agent: upgrade the agent")),
+        }
+    }
+}
+
+impl std::fmt::Display for JobKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            JobKind::Full => "full",
+            JobKind::Incremental => "incremental",
+            JobKind::AccessControl => "access_control",
+        })
+    }
+}
+
+/// How an incremental job runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IncrementalMode {
+    /// Apply what is there when the job starts, then return `Ok` (the job
+    /// completes). Scheduled and on-demand incremental jobs.
+    #[default]
+    Drain,
+    /// Stream changes until `job.cancel` fires.
+    Continuous,
+}
+
+impl IncrementalMode {
+    pub(crate) fn from_proto(value: i32) -> Self {
+        match proto::IncrementalMode::try_from(value) {
+            Ok(proto::IncrementalMode::Continuous) => IncrementalMode::Continuous,
+            _ => IncrementalMode::Drain,
+        }
+    }
+}
+
 impl JobKind {
     pub(crate) fn to_proto(self) -> proto::JobType {
         match self {
@@ -90,6 +152,19 @@ pub struct Job {
     pub cancel: CancellationToken,
     /// The connector's active sync rules.
     pub rules: SyncRules,
+    /// Incremental jobs: drain and complete, or stream until canceled.
+    pub mode: IncrementalMode,
+    /// Incremental jobs: the connector's `sync_cursor` (a JSON object) when
+    /// the job was created; `None` when the connector has none yet.
+    pub sync_cursor: Option<Vec<u8>>,
+}
+
+impl Job {
+    /// Where an incremental job starts: the checkpoint of an earlier attempt
+    /// of this job if there is one, else the connector's cursor.
+    pub fn start_position(&self) -> Option<&[u8]> {
+        self.resume_checkpoint.as_deref().or(self.sync_cursor.as_deref())
+    }
 }
 
 /// Why a sync stopped before the source finished.
@@ -113,6 +188,9 @@ pub enum SourceError {
     /// Anything else that went wrong while reading.
     #[error("{0}")]
     Internal(String),
+    /// The job asks for something this source does not do.
+    #[error("{0}")]
+    Unsupported(String),
     #[error(transparent)]
     Stopped(#[from] SyncStopped),
 }
@@ -122,6 +200,7 @@ impl SourceError {
         match self {
             SourceError::Unreachable(_) => proto::FailureKind::SourceUnreachable,
             SourceError::Configuration(_) => proto::FailureKind::Configuration,
+            SourceError::Unsupported(_) => proto::FailureKind::Unsupported,
             SourceError::Internal(_) | SourceError::Stopped(_) => proto::FailureKind::Internal,
         }
     }
@@ -171,6 +250,18 @@ pub trait Source: Send + Sync + 'static {
     /// Read the source and send every document. Return `Ok` only when all
     /// documents were sent; stop promptly when `job.cancel` fires.
     async fn sync(&self, job: &Job, out: &mut DocumentSender) -> Result<(), SourceError>;
+
+    /// The connector was deleted: release what this source holds for it
+    /// (PostgreSQL: its replication slot and publication). `config` holds
+    /// the connector's last configuration values. Called at most once per
+    /// notice; errors are logged. The default holds nothing.
+    async fn release_connector(
+        &self,
+        _connector_id: &str,
+        _config: &ConfigValues,
+    ) -> Result<(), SourceError> {
+        Ok(())
+    }
 }
 
 /// A job's flow-control window as the agent keeps it: at most
@@ -194,6 +285,21 @@ pub(crate) struct FlowWindow {
     kib_capacity: u32,
     /// KiB held by each unacknowledged batch, by sequence.
     held: Mutex<HashMap<u64, u32>>,
+    /// Which batches are acknowledged, to follow the acknowledged prefix.
+    prefix: Mutex<AckPrefix>,
+    /// The checkpoint of the acknowledged prefix (`None` before the first).
+    acked: watch::Sender<Option<Vec<u8>>>,
+}
+
+/// The contiguous acknowledged prefix of a job's batches: `upto` is the
+/// highest `n` with batches `1..=n` all acknowledged; `pending` the
+/// checkpoints of batches acknowledged out of order, or sent and not yet
+/// acknowledged (by sequence; empty = no new position).
+#[derive(Default)]
+struct AckPrefix {
+    upto: u64,
+    sent: BTreeMap<u64, Vec<u8>>,
+    acked_ahead: std::collections::BTreeSet<u64>,
 }
 
 impl FlowWindow {
@@ -208,6 +314,35 @@ impl FlowWindow {
             kib: Semaphore::new(kib_capacity as usize),
             kib_capacity,
             held: Mutex::new(HashMap::new()),
+            prefix: Mutex::new(AckPrefix::default()),
+            acked: watch::channel(None).0,
+        }
+    }
+
+    /// Remembers the checkpoint batch `sequence` carries, for the prefix.
+    fn sent(&self, sequence: u64, checkpoint: &[u8]) {
+        self.prefix.lock().expect("ack prefix lock").sent.insert(sequence, checkpoint.to_vec());
+    }
+
+    /// Batch `sequence` is acknowledged: advance the prefix and publish its
+    /// checkpoint when that moved.
+    fn advance(&self, sequence: u64) {
+        let mut guard = self.prefix.lock().expect("ack prefix lock");
+        let p = &mut *guard;
+        if sequence <= p.upto {
+            return;
+        }
+        p.acked_ahead.insert(sequence);
+        let mut latest = None;
+        while p.acked_ahead.remove(&(p.upto + 1)) {
+            p.upto += 1;
+            if let Some(c) = p.sent.remove(&p.upto).filter(|c| !c.is_empty()) {
+                latest = Some(c);
+            }
+        }
+        drop(guard);
+        if let Some(c) = latest {
+            self.acked.send_replace(Some(c));
         }
     }
 
@@ -229,6 +364,7 @@ impl FlowWindow {
         let Some(kib) = self.held.lock().expect("flow window lock").remove(&sequence) else {
             return false;
         };
+        self.advance(sequence);
         self.kib.add_permits(kib as usize);
         self.batches.add_permits(1);
         true
@@ -259,7 +395,38 @@ pub struct DocumentSender {
     documents_sent: u64,
     oversized: u64,
     metadata: serde_json::Map<String, serde_json::Value>,
+    /// Progress facts not yet sent, and when the last JobProgress left.
+    progress: serde_json::Map<String, serde_json::Value>,
+    progress_sent: Option<Instant>,
 }
+
+/// How the control plane applies one document of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DocOp {
+    /// Full replace: `source` is the whole document.
+    Index,
+    /// Partial update: `source` holds only the changed fields.
+    Update,
+    /// Delete by id (`source` is ignored).
+    Delete,
+    /// Delete every document whose fields equal those of `source` (a JSON
+    /// object), after every operation sent before it (TRUNCATE).
+    DeleteMatching,
+}
+
+impl DocOp {
+    fn to_proto(self) -> proto::DocumentOp {
+        match self {
+            DocOp::Index => proto::DocumentOp::Index,
+            DocOp::Update => proto::DocumentOp::Update,
+            DocOp::Delete => proto::DocumentOp::Delete,
+            DocOp::DeleteMatching => proto::DocumentOp::DeleteMatching,
+        }
+    }
+}
+
+/// JobProgress messages are sent at most this often per job.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Largest document (id + source) the runtime sends: one protocol message
 /// is at most 64 MiB; 1 MiB is left for the batch's other fields.
@@ -289,6 +456,8 @@ impl DocumentSender {
             documents_sent: 0,
             oversized: 0,
             metadata: serde_json::Map::new(),
+            progress: serde_json::Map::new(),
+            progress_sent: None,
         }
     }
 
@@ -299,6 +468,44 @@ impl DocumentSender {
     /// is not sent: it is logged and reported on the job's metadata
     /// (`oversized_documents`: count and the first ids), and the sync goes on.
     pub async fn send(&mut self, id: String, source: Vec<u8>) -> Result<(), SyncStopped> {
+        self.send_op(DocOp::Index, id, source, 0).await
+    }
+
+    /// Incremental jobs: replace document `id` with `source`. `version`
+    /// orders the changes of one id (PostgreSQL: the WAL LSN); 0 = none.
+    pub async fn index(&mut self, id: String, source: Vec<u8>, version: u64) -> Result<(), SyncStopped> {
+        self.send_op(DocOp::Index, id, source, version).await
+    }
+
+    /// Incremental jobs: set the fields of `fields` (a JSON object holding
+    /// only the changed fields) on document `id`; the others keep their value.
+    pub async fn update(&mut self, id: String, fields: Vec<u8>, version: u64) -> Result<(), SyncStopped> {
+        self.send_op(DocOp::Update, id, fields, version).await
+    }
+
+    /// Incremental jobs: delete document `id` (a missing one is not an error).
+    pub async fn delete(&mut self, id: String, version: u64) -> Result<(), SyncStopped> {
+        self.send_op(DocOp::Delete, id, Vec::new(), version).await
+    }
+
+    /// Incremental jobs: delete every document of the index whose fields
+    /// equal those of `fields` (a JSON object, e.g. the `table`, `schema` and
+    /// `database` of a truncated table), after every operation sent before.
+    /// It travels in a batch of its own.
+    pub async fn delete_matching(&mut self, fields: Vec<u8>) -> Result<(), SyncStopped> {
+        self.flush().await?;
+        self.send_op(DocOp::DeleteMatching, String::new(), fields, 0).await?;
+        self.flush().await
+    }
+
+    /// Queue one operation (see [`DocOp`]); waits while the window is full.
+    pub async fn send_op(
+        &mut self,
+        op: DocOp,
+        id: String,
+        source: Vec<u8>,
+        version: u64,
+    ) -> Result<(), SyncStopped> {
         let size = id.len() + source.len();
         if size > MAX_DOCUMENT_BYTES {
             tracing::warn!(job_id = %self.job_id, document_id = %id, bytes = size,
@@ -323,7 +530,8 @@ impl DocumentSender {
             self.flush().await?;
         }
         self.batch_bytes += size;
-        self.batch.push(proto::Document { id, source: source.into() });
+        let op = if op == DocOp::Index { proto::DocumentOp::Unspecified } else { op.to_proto() };
+        self.batch.push(proto::Document { id, source: source.into(), op: op as i32, version });
         self.documents_sent += 1;
         Ok(())
     }
@@ -331,6 +539,56 @@ impl DocumentSender {
     /// Record the position that covers every document sent so far.
     pub fn checkpoint(&mut self, position: Vec<u8>) {
         self.checkpoint = position;
+    }
+
+    /// Merge `facts` into the job's metadata while it runs (lag, changes
+    /// applied, rows read...). Sent as `JobProgress` at most once per second:
+    /// call it as often as you like, the latest values win; facts not sent
+    /// yet go out with the next call after the interval, or at the end of
+    /// the job in `JobFinished`.
+    pub async fn progress(
+        &mut self,
+        facts: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), SyncStopped> {
+        self.progress.extend(facts);
+        if self.progress.is_empty() || self.progress_sent.is_some_and(|t| t.elapsed() < PROGRESS_INTERVAL) {
+            return Ok(());
+        }
+        self.progress_sent = Some(Instant::now());
+        let facts = std::mem::take(&mut self.progress);
+        let msg = proto::AgentMessage {
+            message: Some(proto::agent_message::Message::Progress(proto::JobProgress {
+                job_id: self.job_id.clone(),
+                lease_id: self.lease_id.clone(),
+                metadata: Some(crate::config_schema::json_to_struct(&facts)),
+            })),
+        };
+        self.metadata.extend(facts);
+        tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => Err(SyncStopped::Canceled),
+            r = self.outbound.send(msg) => r.map_err(|_| SyncStopped::SessionLost),
+        }
+    }
+
+    /// Flush the open batch and wait until every batch sent so far is
+    /// acknowledged (then [`DocumentSender::acknowledged_checkpoint`] is the
+    /// latest checkpoint given).
+    pub async fn barrier(&mut self) -> Result<(), SyncStopped> {
+        self.finish().await.map(|_| ())
+    }
+
+    /// The checkpoint of the longest prefix of batches that are all
+    /// acknowledged (the latest non-empty one among them); `None` before the
+    /// first. Everything up to it is applied in Elasticsearch.
+    pub fn acknowledged_checkpoint(&self) -> Option<Vec<u8>> {
+        self.window.acked.borrow().clone()
+    }
+
+    /// [`DocumentSender::acknowledged_checkpoint`] as a channel that changes
+    /// whenever the acknowledged prefix advances.
+    pub fn acknowledged_checkpoints(&self) -> watch::Receiver<Option<Vec<u8>>> {
+        self.window.acked.subscribe()
     }
 
     /// Add a fact to the job's metadata (rows read, tables skipped...).
@@ -361,6 +619,7 @@ impl DocumentSender {
             r = self.window.acquire(sequence, self.batch_bytes) => r?,
         };
         self.last_sequence = sequence;
+        self.window.sent(sequence, &self.checkpoint);
         let len = self.batch.len();
         let batch = proto::DocumentBatch {
             job_id: self.job_id.clone(),
@@ -395,6 +654,8 @@ impl DocumentSender {
     }
 
     pub(crate) fn take_metadata(&mut self) -> serde_json::Map<String, serde_json::Value> {
+        let progress = std::mem::take(&mut self.progress);
+        self.metadata.extend(progress);
         std::mem::take(&mut self.metadata)
     }
 }
@@ -434,6 +695,90 @@ mod tests {
             Some(proto::AgentMessage { message: Some(proto::agent_message::Message::Batch(b)) }) => b,
             other => panic!("expected a batch, got {other:?}"),
         }
+    }
+
+    /// Incremental ops travel with their op and version; the acknowledged
+    /// checkpoint follows the contiguous acknowledged prefix, never what
+    /// was only sent.
+    #[tokio::test]
+    async fn ops_and_acknowledged_checkpoint() {
+        let (tx, mut rx) = mpsc::channel(64);
+        let flow =
+            proto::FlowControl { max_unacked_batches: 8, max_batch_bytes: 1 << 20, max_batch_documents: 2 };
+        let window = Arc::new(FlowWindow::new(&flow));
+        let mut out = DocumentSender::new(
+            "job".into(),
+            "lease".into(),
+            tx,
+            window.clone(),
+            &flow,
+            CancellationToken::new(),
+        );
+        let mut acked = out.acknowledged_checkpoints();
+        out.update("a".into(), br#"{"x":1}"#.to_vec(), 10).await.unwrap();
+        out.delete("b".into(), 11).await.unwrap();
+        out.checkpoint(b"{\"lsn\":11}".to_vec());
+        out.index("c".into(), b"{}".to_vec(), 12).await.unwrap(); // closes batch 1
+        out.checkpoint(b"{\"lsn\":12}".to_vec());
+        out.delete_matching(br#"{"table":"t"}"#.to_vec()).await.unwrap(); // batch 2 [c], batch 3 [dm]
+        let b1 = batch_of(rx.recv().await);
+        let ops: Vec<_> = b1.documents.iter().map(|d| (d.id.as_str(), d.op, d.version)).collect();
+        assert_eq!(
+            ops,
+            [("a", proto::DocumentOp::Update as i32, 10), ("b", proto::DocumentOp::Delete as i32, 11)]
+        );
+        assert_eq!(b1.checkpoint, b"{\"lsn\":11}");
+        let b2 = batch_of(rx.recv().await);
+        assert_eq!((b2.documents[0].op, b2.documents[0].version), (0, 12), "index travels as UNSPECIFIED");
+        let b3 = batch_of(rx.recv().await);
+        assert_eq!(b3.documents.len(), 1);
+        assert_eq!(b3.documents[0].op, proto::DocumentOp::DeleteMatching as i32);
+        assert_eq!(out.acknowledged_checkpoint(), None);
+        // Batch 2 acknowledged first: nothing is durable until batch 1 is.
+        window.release(2);
+        assert_eq!(out.acknowledged_checkpoint(), None);
+        window.release(1);
+        assert_eq!(out.acknowledged_checkpoint().as_deref(), Some(&b"{\"lsn\":12}"[..]));
+        assert!(acked.has_changed().unwrap());
+        assert_eq!(acked.borrow_and_update().as_deref(), Some(&b"{\"lsn\":12}"[..]));
+        let mut barrier = Box::pin(out.barrier());
+        assert!(tokio::time::timeout(std::time::Duration::from_millis(50), &mut barrier).await.is_err());
+        window.release(3);
+        barrier.await.unwrap();
+    }
+
+    #[test]
+    fn job_kinds_are_strict() {
+        assert_eq!(JobKind::try_from(proto::JobType::Incremental as i32), Ok(JobKind::Incremental));
+        assert!(JobKind::try_from(proto::JobType::Unspecified as i32).is_err());
+        assert!(JobKind::try_from(99).unwrap_err().contains("unknown"));
+    }
+
+    #[tokio::test]
+    async fn progress_is_rate_limited_and_ends_in_metadata() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let flow =
+            proto::FlowControl { max_unacked_batches: 2, max_batch_bytes: 1 << 20, max_batch_documents: 10 };
+        let mut out = DocumentSender::new(
+            "job".into(),
+            "lease".into(),
+            tx,
+            Arc::new(FlowWindow::new(&flow)),
+            &flow,
+            CancellationToken::new(),
+        );
+        let fact = |n: u64| serde_json::Map::from_iter([("changes_applied".to_string(), n.into())]);
+        out.progress(fact(1)).await.unwrap();
+        out.progress(fact(2)).await.unwrap();
+        match rx.try_recv() {
+            Ok(proto::AgentMessage { message: Some(proto::agent_message::Message::Progress(p)) }) => {
+                assert_eq!(p.job_id, "job");
+                assert_eq!(crate::config_schema::struct_to_json(&p.metadata.unwrap())["changes_applied"], 1);
+            }
+            other => panic!("expected progress, got {other:?}"),
+        }
+        assert!(rx.try_recv().is_err(), "a second report within 1 s is held back");
+        assert_eq!(out.take_metadata()["changes_applied"], 2, "the latest value reaches JobFinished");
     }
 
     /// Documents larger than a batch travel alone, and the window holds at

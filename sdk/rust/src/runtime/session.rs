@@ -19,7 +19,9 @@ use super::connect::MAX_MESSAGE_BYTES;
 use super::AgentSettings;
 use crate::config_schema::{values_from_proto, ConfigValues};
 use crate::proto::{self, agent_message::Message as Out, control_message::Message as In};
-use crate::source::{DocumentSender, FlowWindow, Job, JobKind, Source, SourceError, SyncStopped};
+use crate::source::{
+    DocumentSender, FlowWindow, IncrementalMode, Job, JobKind, Source, SourceError, SyncStopped,
+};
 
 /// How a session ended.
 pub(super) enum End {
@@ -211,6 +213,28 @@ pub(super) async fn run(
                             job.cancel.cancel();
                         }
                     }
+                    In::ReleaseConnector(r) => {
+                        let Some(source) = source_for(&sources, settings, &r.connector_id) else {
+                            tracing::warn!(connector_id = %r.connector_id, "asked to release a connector this agent does not serve");
+                            continue;
+                        };
+                        let token = session_token.clone();
+                        tasks.spawn(async move {
+                            tracing::info!(connector_id = %r.connector_id, "the connector was deleted; releasing what the source holds for it");
+                            let values: ConfigValues = values_from_proto(&r.configuration);
+                            // Bounded: a source that hangs must not keep the task forever.
+                            let result = tokio::select! {
+                                _ = token.cancelled() => return None,
+                                r = tokio::time::timeout(Duration::from_secs(60), source.release_connector(&r.connector_id, &values)) => r,
+                            };
+                            match result {
+                                Ok(Ok(())) => tracing::info!(connector_id = %r.connector_id, "connector released"),
+                                Ok(Err(e)) => tracing::error!(connector_id = %r.connector_id, "could not release the deleted connector's resources on the source: {e}"),
+                                Err(_) => tracing::error!(connector_id = %r.connector_id, "releasing the deleted connector's resources took over 60 s; gave up"),
+                            }
+                            None
+                        });
+                    }
                     In::ConnectorRefused(r) => {
                         tracing::error!(connector_id = %r.connector_id, "the control plane refuses this agent for the connector: {}", r.reason);
                     }
@@ -248,15 +272,43 @@ async fn run_job(
     session_token: CancellationToken,
     tx: mpsc::Sender<proto::AgentMessage>,
 ) -> Option<String> {
-    let kind = match proto::JobType::try_from(assignment.job_type) {
-        Ok(proto::JobType::Incremental) => JobKind::Incremental,
-        Ok(proto::JobType::AccessControl) => JobKind::AccessControl,
-        _ => JobKind::Full,
+    // Strict: a job type this agent does not know, or its source does not
+    // declare, is refused before the source sees it — never run as a full
+    // sync (that would, for an incremental job, re-read everything and then
+    // let the control plane treat it as a change stream).
+    let kind = JobKind::try_from(assignment.job_type).and_then(|k| {
+        if source.capabilities().job_kinds.contains(&k) {
+            Ok(k)
+        } else {
+            Err(format!("this agent's {} source does not run {k} syncs", source.service_type()))
+        }
+    });
+    let kind = match kind {
+        Ok(k) => k,
+        Err(reason) => {
+            tracing::warn!(job_id = %assignment.job_id, "refusing job: {reason}");
+            if !session_token.is_cancelled() {
+                let finished = proto::JobFinished {
+                    job_id: assignment.job_id.clone(),
+                    lease_id: assignment.lease_id,
+                    last_sequence: 0,
+                    outcome: Some(proto::job_finished::Outcome::Failed(proto::JobFailed {
+                        kind: proto::FailureKind::Unsupported as i32,
+                        message: reason,
+                    })),
+                    metadata: None,
+                };
+                let _ = tx.send(proto::AgentMessage { message: Some(Out::JobFinished(finished)) }).await;
+            }
+            return Some(assignment.job_id);
+        }
     };
     let job = Job {
         id: assignment.job_id.clone(),
         connector_id: assignment.connector_id.clone(),
         kind,
+        mode: IncrementalMode::from_proto(assignment.incremental_mode),
+        sync_cursor: (!assignment.sync_cursor.is_empty()).then(|| assignment.sync_cursor.clone()),
         index_name: assignment.index_name.clone(),
         config: values_from_proto(&assignment.configuration),
         resume_checkpoint: (!assignment.resume_checkpoint.is_empty())

@@ -15,37 +15,63 @@ class ProtocolVersion(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PROTOCOL_VERSION_UNSPECIFIED: _ClassVar[ProtocolVersion]
     PROTOCOL_VERSION_1: _ClassVar[ProtocolVersion]
 
+class IncrementalMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    INCREMENTAL_MODE_UNSPECIFIED: _ClassVar[IncrementalMode]
+    INCREMENTAL_MODE_DRAIN: _ClassVar[IncrementalMode]
+    INCREMENTAL_MODE_CONTINUOUS: _ClassVar[IncrementalMode]
+
+class DocumentOp(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DOCUMENT_OP_UNSPECIFIED: _ClassVar[DocumentOp]
+    DOCUMENT_OP_INDEX: _ClassVar[DocumentOp]
+    DOCUMENT_OP_UPDATE: _ClassVar[DocumentOp]
+    DOCUMENT_OP_DELETE: _ClassVar[DocumentOp]
+    DOCUMENT_OP_DELETE_MATCHING: _ClassVar[DocumentOp]
+
 class FailureKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     FAILURE_KIND_UNSPECIFIED: _ClassVar[FailureKind]
     FAILURE_KIND_SOURCE_UNREACHABLE: _ClassVar[FailureKind]
     FAILURE_KIND_CONFIGURATION: _ClassVar[FailureKind]
     FAILURE_KIND_INTERNAL: _ClassVar[FailureKind]
+    FAILURE_KIND_UNSUPPORTED: _ClassVar[FailureKind]
 PROTOCOL_VERSION_UNSPECIFIED: ProtocolVersion
 PROTOCOL_VERSION_1: ProtocolVersion
+INCREMENTAL_MODE_UNSPECIFIED: IncrementalMode
+INCREMENTAL_MODE_DRAIN: IncrementalMode
+INCREMENTAL_MODE_CONTINUOUS: IncrementalMode
+DOCUMENT_OP_UNSPECIFIED: DocumentOp
+DOCUMENT_OP_INDEX: DocumentOp
+DOCUMENT_OP_UPDATE: DocumentOp
+DOCUMENT_OP_DELETE: DocumentOp
+DOCUMENT_OP_DELETE_MATCHING: DocumentOp
 FAILURE_KIND_UNSPECIFIED: FailureKind
 FAILURE_KIND_SOURCE_UNREACHABLE: FailureKind
 FAILURE_KIND_CONFIGURATION: FailureKind
 FAILURE_KIND_INTERNAL: FailureKind
+FAILURE_KIND_UNSUPPORTED: FailureKind
 
 class AgentMessage(_message.Message):
-    __slots__ = ("hello", "heartbeat", "validation_result", "batch", "job_finished", "filtering_result")
+    __slots__ = ("hello", "heartbeat", "validation_result", "batch", "job_finished", "filtering_result", "progress")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     VALIDATION_RESULT_FIELD_NUMBER: _ClassVar[int]
     BATCH_FIELD_NUMBER: _ClassVar[int]
     JOB_FINISHED_FIELD_NUMBER: _ClassVar[int]
     FILTERING_RESULT_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     heartbeat: Heartbeat
     validation_result: ValidationResult
     batch: DocumentBatch
     job_finished: JobFinished
     filtering_result: FilteringResult
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., validation_result: _Optional[_Union[ValidationResult, _Mapping]] = ..., batch: _Optional[_Union[DocumentBatch, _Mapping]] = ..., job_finished: _Optional[_Union[JobFinished, _Mapping]] = ..., filtering_result: _Optional[_Union[FilteringResult, _Mapping]] = ...) -> None: ...
+    progress: JobProgress
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., validation_result: _Optional[_Union[ValidationResult, _Mapping]] = ..., batch: _Optional[_Union[DocumentBatch, _Mapping]] = ..., job_finished: _Optional[_Union[JobFinished, _Mapping]] = ..., filtering_result: _Optional[_Union[FilteringResult, _Mapping]] = ..., progress: _Optional[_Union[JobProgress, _Mapping]] = ...) -> None: ...
 
 class ControlMessage(_message.Message):
-    __slots__ = ("welcome", "validate_configuration", "assign_job", "batch_ack", "cancel_job", "connector_refused", "validate_filtering")
+    __slots__ = ("welcome", "validate_configuration", "assign_job", "batch_ack", "cancel_job", "connector_refused", "validate_filtering", "release_connector")
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     VALIDATE_CONFIGURATION_FIELD_NUMBER: _ClassVar[int]
     ASSIGN_JOB_FIELD_NUMBER: _ClassVar[int]
@@ -53,6 +79,7 @@ class ControlMessage(_message.Message):
     CANCEL_JOB_FIELD_NUMBER: _ClassVar[int]
     CONNECTOR_REFUSED_FIELD_NUMBER: _ClassVar[int]
     VALIDATE_FILTERING_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_CONNECTOR_FIELD_NUMBER: _ClassVar[int]
     welcome: Welcome
     validate_configuration: ValidateConfiguration
     assign_job: AssignJob
@@ -60,7 +87,8 @@ class ControlMessage(_message.Message):
     cancel_job: CancelJob
     connector_refused: ConnectorRefused
     validate_filtering: ValidateFiltering
-    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., validate_configuration: _Optional[_Union[ValidateConfiguration, _Mapping]] = ..., assign_job: _Optional[_Union[AssignJob, _Mapping]] = ..., batch_ack: _Optional[_Union[BatchAck, _Mapping]] = ..., cancel_job: _Optional[_Union[CancelJob, _Mapping]] = ..., connector_refused: _Optional[_Union[ConnectorRefused, _Mapping]] = ..., validate_filtering: _Optional[_Union[ValidateFiltering, _Mapping]] = ...) -> None: ...
+    release_connector: ReleaseConnector
+    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., validate_configuration: _Optional[_Union[ValidateConfiguration, _Mapping]] = ..., assign_job: _Optional[_Union[AssignJob, _Mapping]] = ..., batch_ack: _Optional[_Union[BatchAck, _Mapping]] = ..., cancel_job: _Optional[_Union[CancelJob, _Mapping]] = ..., connector_refused: _Optional[_Union[ConnectorRefused, _Mapping]] = ..., validate_filtering: _Optional[_Union[ValidateFiltering, _Mapping]] = ..., release_connector: _Optional[_Union[ReleaseConnector, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("protocol_version", "agent_version", "hostname", "connectors", "max_concurrent_jobs")
@@ -165,7 +193,7 @@ class ValidationResult(_message.Message):
     def __init__(self, connector_id: _Optional[str] = ..., revision: _Optional[str] = ..., ok: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
 
 class AssignJob(_message.Message):
-    __slots__ = ("job_id", "lease_id", "connector_id", "job_type", "configuration", "index_name", "resume_checkpoint", "flow_control", "filtering")
+    __slots__ = ("job_id", "lease_id", "connector_id", "job_type", "configuration", "index_name", "resume_checkpoint", "flow_control", "filtering", "sync_cursor", "incremental_mode")
     class ConfigurationEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -182,6 +210,8 @@ class AssignJob(_message.Message):
     RESUME_CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     FLOW_CONTROL_FIELD_NUMBER: _ClassVar[int]
     FILTERING_FIELD_NUMBER: _ClassVar[int]
+    SYNC_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    INCREMENTAL_MODE_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     lease_id: str
     connector_id: str
@@ -191,15 +221,21 @@ class AssignJob(_message.Message):
     resume_checkpoint: bytes
     flow_control: FlowControl
     filtering: SyncRules
-    def __init__(self, job_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., connector_id: _Optional[str] = ..., job_type: _Optional[_Union[_sync_job_pb2.JobType, str]] = ..., configuration: _Optional[_Mapping[str, _struct_pb2.Value]] = ..., index_name: _Optional[str] = ..., resume_checkpoint: _Optional[bytes] = ..., flow_control: _Optional[_Union[FlowControl, _Mapping]] = ..., filtering: _Optional[_Union[SyncRules, _Mapping]] = ...) -> None: ...
+    sync_cursor: bytes
+    incremental_mode: IncrementalMode
+    def __init__(self, job_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., connector_id: _Optional[str] = ..., job_type: _Optional[_Union[_sync_job_pb2.JobType, str]] = ..., configuration: _Optional[_Mapping[str, _struct_pb2.Value]] = ..., index_name: _Optional[str] = ..., resume_checkpoint: _Optional[bytes] = ..., flow_control: _Optional[_Union[FlowControl, _Mapping]] = ..., filtering: _Optional[_Union[SyncRules, _Mapping]] = ..., sync_cursor: _Optional[bytes] = ..., incremental_mode: _Optional[_Union[IncrementalMode, str]] = ...) -> None: ...
 
 class Document(_message.Message):
-    __slots__ = ("id", "source")
+    __slots__ = ("id", "source", "op", "version")
     ID_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
+    OP_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     id: str
     source: bytes
-    def __init__(self, id: _Optional[str] = ..., source: _Optional[bytes] = ...) -> None: ...
+    op: DocumentOp
+    version: int
+    def __init__(self, id: _Optional[str] = ..., source: _Optional[bytes] = ..., op: _Optional[_Union[DocumentOp, str]] = ..., version: _Optional[int] = ...) -> None: ...
 
 class DocumentBatch(_message.Message):
     __slots__ = ("job_id", "lease_id", "sequence", "documents", "checkpoint")
@@ -251,6 +287,16 @@ class JobCompleted(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class JobProgress(_message.Message):
+    __slots__ = ("job_id", "lease_id", "metadata")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    lease_id: str
+    metadata: _struct_pb2.Struct
+    def __init__(self, job_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
 class JobFailed(_message.Message):
     __slots__ = ("kind", "message")
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -280,6 +326,21 @@ class ConnectorRefused(_message.Message):
     connector_id: str
     reason: str
     def __init__(self, connector_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ReleaseConnector(_message.Message):
+    __slots__ = ("connector_id", "configuration")
+    class ConfigurationEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: _struct_pb2.Value
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ...) -> None: ...
+    CONNECTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    CONFIGURATION_FIELD_NUMBER: _ClassVar[int]
+    connector_id: str
+    configuration: _containers.MessageMap[str, _struct_pb2.Value]
+    def __init__(self, connector_id: _Optional[str] = ..., configuration: _Optional[_Mapping[str, _struct_pb2.Value]] = ...) -> None: ...
 
 class SyncRules(_message.Message):
     __slots__ = ("rules", "advanced_snippet")

@@ -102,12 +102,14 @@ class SyncJob(_message.Message):
     def __init__(self, id: _Optional[str] = ..., connector_id: _Optional[str] = ..., job_type: _Optional[_Union[JobType, str]] = ..., trigger_method: _Optional[_Union[TriggerMethod, str]] = ..., status: _Optional[_Union[_connector_pb2.SyncStatus, str]] = ..., error: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cancelation_requested_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., canceled_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., indexed_document_count: _Optional[int] = ..., indexed_document_volume: _Optional[int] = ..., deleted_document_count: _Optional[int] = ..., total_document_count: _Optional[int] = ..., worker_hostname: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., connector: _Optional[_Union[SyncJobConnector, _Mapping]] = ..., docs_per_second: _Optional[float] = ...) -> None: ...
 
 class CreateSyncJobRequest(_message.Message):
-    __slots__ = ("connector_id", "job_type")
+    __slots__ = ("connector_id", "job_type", "continuous")
     CONNECTOR_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_TYPE_FIELD_NUMBER: _ClassVar[int]
+    CONTINUOUS_FIELD_NUMBER: _ClassVar[int]
     connector_id: str
     job_type: JobType
-    def __init__(self, connector_id: _Optional[str] = ..., job_type: _Optional[_Union[JobType, str]] = ...) -> None: ...
+    continuous: bool
+    def __init__(self, connector_id: _Optional[str] = ..., job_type: _Optional[_Union[JobType, str]] = ..., continuous: _Optional[bool] = ...) -> None: ...
 
 class CreateSyncJobResponse(_message.Message):
     __slots__ = ("sync_job",)
