@@ -43,12 +43,30 @@ pub struct PgCluster {
     run_as: Option<String>,
     /// uid/gid that must own files the server reads (when we are root).
     owner: Option<(u32, u32)>,
+    /// Extra `-c name=value` server settings.
+    settings: Vec<(String, String)>,
 }
 
 impl PgCluster {
     /// Create and start a new cluster. Blocks until the server is ready
     /// (a few seconds); fine to call from an async test.
     pub fn start() -> anyhow::Result<PgCluster> {
+        Self::start_with(&[])
+    }
+
+    /// A cluster with `wal_level = logical` (for incremental sync) and room
+    /// for a few replication slots.
+    pub fn start_logical() -> anyhow::Result<PgCluster> {
+        Self::start_with(&[
+            ("wal_level", "logical"),
+            ("max_replication_slots", "10"),
+            ("max_wal_senders", "10"),
+        ])
+    }
+
+    /// [`Self::start`] with extra server settings (`-c name=value`).
+    pub fn start_with(settings: &[(&str, &str)]) -> anyhow::Result<PgCluster> {
+        let settings = settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let bin = find_bin_dir()?;
         let dir = tempfile::Builder::new().prefix("ferry-pg-").tempdir().context("create temp dir")?;
         let am_root = std::fs::metadata(dir.path())?.uid() == 0;
@@ -62,7 +80,7 @@ impl PgCluster {
                     .with_context(|| format!("chown {} to {SUPERUSER}", p.display()))?;
             }
         }
-        let mut cluster = PgCluster { dir, bin, port: 0, run_as, owner };
+        let mut cluster = PgCluster { dir, bin, port: 0, run_as, owner, settings };
         let data = cluster.data_dir();
         cluster.run(
             "initdb",
@@ -202,12 +220,15 @@ impl PgCluster {
     fn pg_ctl_start(&self) -> anyhow::Result<()> {
         let data = self.data_dir();
         let log = self.dir.path().join("server.log");
-        let opts = format!(
+        let mut opts = format!(
             "-c listen_addresses=127.0.0.1 -p {} -c unix_socket_directories='{}' -c fsync=off \
              -c synchronous_commit=off -c full_page_writes=off",
             self.port,
             self.dir.path().display()
         );
+        for (k, v) in &self.settings {
+            opts.push_str(&format!(" -c {k}={v}"));
+        }
         let res = self.run(
             "pg_ctl",
             &[

@@ -69,7 +69,9 @@ where
     });
 }
 
-fn tls_connector(cfg: &PostgresConfig) -> Result<tokio_postgres_rustls::MakeRustlsConnect, SourceError> {
+pub(crate) fn tls_connector(
+    cfg: &PostgresConfig,
+) -> Result<tokio_postgres_rustls::MakeRustlsConnect, SourceError> {
     let mut roots = rustls::RootCertStore::empty();
     match &cfg.ssl_ca {
         Some(pem) => {

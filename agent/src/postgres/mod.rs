@@ -23,6 +23,7 @@
 //! - **Metadata** on the job: `rows_read`, `rows_per_table`, `skipped_tables`.
 
 pub mod catalog;
+pub mod cdc;
 pub mod config;
 pub mod connect;
 pub mod ids;

@@ -213,6 +213,22 @@ impl TablePlan {
     pub fn key_len(&self) -> usize {
         self.table.primary_key.len()
     }
+
+    /// The document id from the primary key's text values (`key(i)`: the
+    /// i-th key column in key order), as Elastic builds it (see [`super::ids`]).
+    pub fn build_id<'k, E>(&self, mut key: impl FnMut(usize) -> Result<&'k str, E>) -> Result<String, E> {
+        let mut parts = Vec::with_capacity(self.key_len());
+        for i in 0..self.key_len() {
+            parts.push(Some(key(i)?));
+        }
+        Ok(self.id_format.id(self.key_kinds.iter().copied().zip(parts)))
+    }
+
+    /// The fields of the documents: index into `table.columns` and the
+    /// `,"{field}":` bytes that precede its value.
+    pub fn field_keys(&self) -> impl Iterator<Item = (usize, &[u8])> {
+        self.columns.iter().zip(&self.renders).map(|(&ci, (key, _))| (ci, key.as_slice()))
+    }
 }
 
 /// The SELECT expression for a column and how its value is rendered.
@@ -274,6 +290,18 @@ impl<'a> TableReader<'a> {
         plan: &'a TablePlan,
         after: Option<&[String]>,
     ) -> Result<TableReader<'a>, SourceError> {
+        Self::open_in_snapshot(client, plan, after, None).await
+    }
+
+    /// [`Self::open`] inside an exported snapshot (`SET TRANSACTION
+    /// SNAPSHOT`): the incremental sync reads the tables as of its
+    /// replication slot's creation, so nothing falls between read and stream.
+    pub async fn open_in_snapshot(
+        client: &'a Client,
+        plan: &'a TablePlan,
+        after: Option<&[String]>,
+        snapshot: Option<&str>,
+    ) -> Result<TableReader<'a>, SourceError> {
         let what = format!("read table \"{}\"", plan.table.name);
         if let Some(a) = after {
             if a.len() != plan.key_len() {
@@ -284,10 +312,19 @@ impl<'a> TableReader<'a> {
                 )));
             }
         }
-        client
-            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .await
-            .map_err(|e| query_error(&what, &e))?;
+        let begin = match snapshot {
+            // The snapshot name comes from PostgreSQL (`0000000A-00000002-1`);
+            // quoted anyway.
+            Some(s) => format!(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
+                s.replace('\'', "''")
+            ),
+            None => "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY".to_owned(),
+        };
+        if let Err(e) = client.batch_execute(&begin).await {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(query_error(&what, &e));
+        }
         let sql = plan.sql(after.is_some());
         let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(plan.key_len() + plan.filter.len());
         if let Some(a) = after {
