@@ -28,6 +28,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo build (binaries for the integration tests)"
 cargo build --workspace --bins
 
+step "deploy files: hadolint, kubernetes-validate, systemd-analyze verify (deploy/check.sh)"
+bash deploy/check.sh
+
 step "protocol: buf lint + breaking"
 bash sdk/check-proto.sh
 

@@ -2,12 +2,16 @@
 //! `FERRY_A__B` rule plus the short aliases in
 //! `ferry_sdk::settings::AGENT_ENV_ALIASES`) → serde structs with unknown
 //! keys refused → [`RawConfig::validate`] → SDK runtime settings.
+//!
+//! The proxy to the control plane is `control_plane.proxy` when set, else
+//! `HTTPS_PROXY` / `NO_PROXY` from the same environment map
+//! (`ferry_sdk::runtime::ProxySettings::from_env`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ferry_sdk::runtime::{AgentSettings, ServedConnector, StreamCompression, TlsFiles};
+use ferry_sdk::runtime::{AgentSettings, ProxySettings, ServedConnector, StreamCompression, TlsFiles};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -17,6 +21,14 @@ pub struct RawConfig {
     #[serde(default)]
     pub connectors: Vec<RawConnector>,
     pub max_concurrent_jobs: Option<u32>,
+    pub metrics: Option<RawMetrics>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// `IP:PORT` to serve Prometheus metrics on (`/metrics`); unset: off.
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -30,6 +42,17 @@ pub struct RawControlPlane {
     pub connect_timeout_s: Option<u64>,
     /// `none` (default), `gzip` or `zstd`: compression of the document stream.
     pub compression: Option<String>,
+    /// HTTP CONNECT proxy to reach the control plane through.
+    pub proxy: Option<RawProxy>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProxy {
+    /// `http://host:port` (credentials may also be given as `user:pass@`).
+    pub url: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -51,7 +74,25 @@ pub fn load(path: Option<&Path>, env: &BTreeMap<String, String>) -> Result<Agent
     let mut doc = ferry_sdk::settings::read_yaml_file(path)?;
     ferry_sdk::settings::overlay_agent_env(&mut doc, env);
     let raw: RawConfig = serde_json::from_value(doc).map_err(|e| format!("invalid configuration: {e}"))?;
-    raw.validate().map_err(|errs| format!("invalid configuration:\n  - {}", errs.join("\n  - ")))
+    let mut settings =
+        raw.validate().map_err(|errs| format!("invalid configuration:\n  - {}", errs.join("\n  - ")))?;
+    if settings.proxy.is_none() {
+        let host = url_host(&settings.control_plane_url);
+        settings.proxy =
+            ProxySettings::from_env(env, host).map_err(|e| format!("invalid configuration: {e}"))?;
+    }
+    Ok(settings)
+}
+
+/// The host of `scheme://host[:port][/...]` (IPv6 keeps its brackets).
+fn url_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if authority.starts_with('[') {
+        return authority.split_inclusive(']').next().unwrap_or(authority);
+    }
+    authority.split(':').next().unwrap_or(authority)
 }
 
 impl RawConfig {
@@ -63,6 +104,7 @@ impl RawConfig {
             server_name: None,
             connect_timeout_s: None,
             compression: None,
+            proxy: None,
         });
         let url = cp.url.unwrap_or_default();
         if url.is_empty() {
@@ -98,6 +140,37 @@ impl RawConfig {
                 StreamCompression::None
             }
         };
+        let proxy = match cp.proxy {
+            None | Some(RawProxy { url: None, .. }) => None,
+            Some(RawProxy { url: Some(url), username, password }) => match ProxySettings::parse(&url) {
+                Ok(mut p) => {
+                    match (username, password) {
+                        (Some(u), pass) => p.credentials = Some((u, pass.unwrap_or_default())),
+                        (None, Some(_)) => {
+                            errs.push("control_plane.proxy.password is set without a username".into())
+                        }
+                        (None, None) => {}
+                    }
+                    Some(p)
+                }
+                Err(e) => {
+                    errs.push(format!("control_plane.proxy.url: {e}"));
+                    None
+                }
+            },
+        };
+        let metrics_listen = match self.metrics.and_then(|m| m.listen) {
+            None => None,
+            Some(l) => {
+                match l.parse::<std::net::SocketAddr>() {
+                    Ok(a) => Some(a),
+                    Err(_) => {
+                        errs.push(format!("metrics.listen {l:?} is not an address: write it as IP:PORT, e.g. 127.0.0.1:9465"));
+                        None
+                    }
+                }
+            }
+        };
         if self.connectors.is_empty() {
             errs.push(
                 "connectors: list at least one {connector_id, service_type} (or set FERRY_CONNECTOR_ID)"
@@ -121,6 +194,8 @@ impl RawConfig {
             control_plane_url: url,
             tls,
             server_name: cp.server_name,
+            proxy,
+            metrics_listen,
             connectors,
             max_concurrent_jobs: self.max_concurrent_jobs.unwrap_or(2).clamp(1, 64),
             connect_timeout: Duration::from_secs(cp.connect_timeout_s.unwrap_or(10).max(1)),
@@ -153,6 +228,36 @@ mod tests {
             vec![ServedConnector { connector_id: "c1".into(), service_type: "postgresql".into() }]
         );
         assert_eq!(s.tls.unwrap().key, PathBuf::from("a-key.pem"));
+    }
+
+    #[test]
+    fn proxy_comes_from_the_file_or_else_https_proxy_unless_no_proxy() {
+        let env = |extra: &[(&str, &str)]| -> BTreeMap<String, String> {
+            [("FERRY_CONTROL_PLANE_URL", "http://cp.internal:50051"), ("FERRY_CONNECTOR_ID", "c")]
+                .iter()
+                .chain(extra)
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(load(None, &env(&[])).unwrap().proxy, None);
+        let p = load(None, &env(&[("HTTPS_PROXY", "http://u:p@proxy:3128")])).unwrap().proxy.unwrap();
+        assert_eq!((p.addr.as_str(), p.credentials), ("proxy:3128", Some(("u".into(), "p".into()))));
+        let no = env(&[("HTTPS_PROXY", "http://proxy:3128"), ("NO_PROXY", ".internal")]);
+        assert_eq!(load(None, &no).unwrap().proxy, None);
+        // The file wins, and its credentials are separate keys.
+        let file = env(&[
+            ("HTTPS_PROXY", "http://other:1"),
+            ("FERRY_CONTROL_PLANE__PROXY__URL", "http://10.0.0.1:8080"),
+            ("FERRY_CONTROL_PLANE__PROXY__USERNAME", "agent"),
+            ("FERRY_CONTROL_PLANE__PROXY__PASSWORD", "s3cret"),
+        ]);
+        let p = load(None, &file).unwrap().proxy.unwrap();
+        assert_eq!(p.addr, "10.0.0.1:8080");
+        assert_eq!(p.credentials, Some(("agent".into(), "s3cret".into())));
+        let bad = load(None, &env(&[("FERRY_CONTROL_PLANE__PROXY__URL", "socks5://p:1")])).unwrap_err();
+        assert!(bad.contains("control_plane.proxy.url"), "{bad}");
+        assert_eq!(url_host("https://[::1]:50051/x"), "[::1]");
+        assert_eq!(url_host("https://cp.example.com"), "cp.example.com");
     }
 
     #[test]

@@ -21,6 +21,15 @@ pub struct RawConfig {
     pub admin: RawAdmin,
     #[serde(default)]
     pub jobs: RawJobs,
+    #[serde(default)]
+    pub metrics: RawMetrics,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// `IP:PORT` to serve Prometheus metrics on (`/metrics`); unset: off.
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,6 +96,8 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     pub admin_tls: Option<ServerTls>,
     pub jobs: JobSettings,
+    /// Where Prometheus metrics are served; `None`: not served.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -196,6 +207,11 @@ impl RawConfig {
                  serves plaintext only on loopback. Set admin.tls (cert, key, optionally client_ca) or listen on 127.0.0.1"
             ));
         }
+        let metrics_listen = self
+            .metrics
+            .listen
+            .as_ref()
+            .map(|_| parse_addr("metrics.listen", &self.metrics.listen, "", &mut errs));
         let j = &self.jobs;
         let jobs = JobSettings {
             max_unacked_batches: j.max_unacked_batches.unwrap_or(8).clamp(1, 64),
@@ -220,6 +236,7 @@ impl RawConfig {
             admin_listen,
             admin_tls,
             jobs,
+            metrics_listen,
         })
     }
 }

@@ -10,6 +10,8 @@
 //! - [`jobs`]: the job state machine, the dispatcher, the ingest path.
 //! - [`admin`]: the operators' gRPC API.
 //! - [`server`]: wiring, listeners, ordered shutdown.
+//! - [`metrics`]: Prometheus metrics (`metrics.listen`).
+//! - [`pki`]: development certificates (`ferry-control-plane certs`).
 
 pub mod admin;
 pub mod agents;
@@ -18,6 +20,8 @@ pub mod config;
 pub mod elasticsearch;
 pub mod error;
 pub mod jobs;
+pub mod metrics;
 pub mod model;
+pub mod pki;
 pub mod server;
 pub mod store;

@@ -1,4 +1,5 @@
-//! `ferry-control-plane --config FILE`
+//! `ferry-control-plane --config FILE` runs the control plane;
+//! `ferry-control-plane certs init|agent` makes development certificates.
 
 use std::path::PathBuf;
 
@@ -15,6 +16,89 @@ struct Args {
     /// (e.g. FERRY_ELASTICSEARCH__HOST).
     #[arg(long, short)]
     config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Certificates for development and small deployments, without openssl.
+    #[command(subcommand)]
+    Certs(Certs),
+}
+
+#[derive(clap::Subcommand)]
+enum Certs {
+    /// Makes a CA (ca.pem, ca-key.pem) and the control plane's server
+    /// certificate (server.pem, server-key.pem) in DIR. The CA also signs
+    /// agent certificates: use ca.pem as agents.tls.client_ca.
+    Init {
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// A DNS name or IP address agents use to reach the control plane;
+        /// repeat for several (default: localhost and 127.0.0.1).
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+        /// Validity of the server certificate.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        /// Replace existing files (agents trusting the old CA are refused).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Signs a client certificate for agent ID (its Subject CN) with the CA
+    /// in DIR; writes OUT/ID.pem and OUT/ID-key.pem.
+    Agent {
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        #[arg(long)]
+        id: String,
+        /// Where to write the files (default: DIR).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, default_value_t = 90)]
+        days: u32,
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn certs(cmd: Certs) -> Result<(), ferry_control_plane::pki::PkiError> {
+    use ferry_control_plane::pki;
+    match cmd {
+        Certs::Init { dir, hosts, days, force } => {
+            let out = pki::init(&pki::InitOptions { dir, hosts, days, force })?;
+            println!("CA certificate:     {}", out.ca.display());
+            println!(
+                "CA key:             {} (keep it secret; it signs agent certificates)",
+                out.ca_key.display()
+            );
+            println!("server certificate: {}", out.server_cert.display());
+            println!("server key:         {}", out.server_key.display());
+            println!("CA fingerprint:     sha256:{}", out.ca_fingerprint);
+            println!();
+            println!("control plane configuration:");
+            println!(
+                "  agents:\n    tls:\n      cert: {}\n      key: {}\n      client_ca: {}",
+                out.server_cert.display(),
+                out.server_key.display(),
+                out.ca.display()
+            );
+        }
+        Certs::Agent { dir, id, out, days, force } => {
+            let out_dir = out.unwrap_or_else(|| dir.clone());
+            let a = pki::issue_agent(&dir, &id, &out_dir, days, force)?;
+            println!("agent certificate: {} (CN={id})", a.cert.display());
+            println!("agent key:         {}", a.key.display());
+            println!(
+                "agent configuration: control_plane.tls: {{ca: {}, cert: {}, key: {}}}",
+                dir.join("ca.pem").display(),
+                a.cert.display(),
+                a.key.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 #[tokio::main]
@@ -26,6 +110,13 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    if let Some(Command::Certs(cmd)) = args.command {
+        if let Err(e) = certs(cmd) {
+            eprintln!("ferry-control-plane certs: {e}");
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     let config = match ferry_control_plane::config::load(
         args.config.as_deref(),
         &ferry_sdk::settings::process_env(),

@@ -95,6 +95,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         .await
         .map_err(|source| ServerError::Bind { what: "admin", addr: config.admin_listen, source })?;
 
+    if let Some(addr) = config.metrics_listen {
+        ferry_sdk::metrics::spawn_server(addr, crate::metrics::registry(), shutdown.clone())
+            .await
+            .map_err(|source| ServerError::Bind { what: "metrics", addr, source })?;
+    }
+
     let agent_service = proto::agent_service_server::AgentServiceServer::new(AgentService::new(app.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)

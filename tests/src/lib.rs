@@ -6,6 +6,7 @@
 pub mod certs;
 pub mod faults;
 pub mod netcut;
+pub mod netns;
 pub mod osmem;
 pub mod postgres;
 pub mod process;

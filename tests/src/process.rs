@@ -80,6 +80,18 @@ impl Service {
     /// environment (inherited `FERRY_*` variables removed); stdout and stderr go to `<dir>/stdout.log` and
     /// `<dir>/stderr.log`. `RUST_LOG` defaults to `info` when unset.
     pub fn spawn(bin: &Path, config_yaml: &str, env: &[(String, String)]) -> anyhow::Result<Service> {
+        Service::spawn_via(&[], bin, config_yaml, env)
+    }
+
+    /// [`Service::spawn`] with `prefix` run in front of the binary, e.g.
+    /// `["ip", "netns", "exec", "ns1"]` (which execs the binary, so the
+    /// child's pid is still the binary's).
+    pub fn spawn_via(
+        prefix: &[String],
+        bin: &Path,
+        config_yaml: &str,
+        env: &[(String, String)],
+    ) -> anyhow::Result<Service> {
         let name = bin.file_name().and_then(|n| n.to_str()).unwrap_or("service").to_owned();
         let dir = tempfile::Builder::new()
             .prefix(&format!("{name}-"))
@@ -89,7 +101,14 @@ impl Service {
         std::fs::write(&config, config_yaml).with_context(|| format!("write {}", config.display()))?;
         let stdout = std::fs::File::create(dir.path().join("stdout.log")).context("create stdout.log")?;
         let stderr = std::fs::File::create(dir.path().join("stderr.log")).context("create stderr.log")?;
-        let mut cmd = Command::new(bin);
+        let mut cmd = match prefix.split_first() {
+            None => Command::new(bin),
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+        };
         cmd.arg("--config")
             .arg(&config)
             .current_dir(dir.path())
@@ -367,8 +386,13 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(config: AgentConfig) -> anyhow::Result<Agent> {
+        Agent::start_via(&[], config)
+    }
+
+    /// [`Agent::start`] behind a command prefix (see [`Service::spawn_via`]).
+    pub fn start_via(prefix: &[String], config: AgentConfig) -> anyhow::Result<Agent> {
         let bin = workspace_bin("ferry-agent")?;
-        let mut service = Service::spawn(&bin, &config.to_yaml(), &config.env)?;
+        let mut service = Service::spawn_via(prefix, &bin, &config.to_yaml(), &config.env)?;
         std::thread::sleep(Duration::from_millis(200));
         if let Some(status) = service.try_exit_status() {
             bail!("ferry-agent exited at once ({status})\n{}", service.logs());

@@ -89,12 +89,17 @@ pub struct Registry {
 
 impl Registry {
     pub fn insert(&self, s: Arc<AgentSession>) {
-        self.sessions.lock().expect("registry lock").insert(s.session_id.clone(), s);
+        let mut sessions = self.sessions.lock().expect("registry lock");
+        sessions.insert(s.session_id.clone(), s);
+        crate::metrics::METRICS.agents_connected.set(sessions.len() as i64);
+        drop(sessions);
         self.changed.notify_waiters();
     }
 
     pub fn remove(&self, session_id: &str) {
-        self.sessions.lock().expect("registry lock").remove(session_id);
+        let mut sessions = self.sessions.lock().expect("registry lock");
+        sessions.remove(session_id);
+        crate::metrics::METRICS.agents_connected.set(sessions.len() as i64);
     }
 
     pub fn all(&self) -> Vec<Arc<AgentSession>> {

@@ -101,11 +101,17 @@ pub fn incoming(
                         let _ = tx.send(Ok(stream)).await;
                     }
                     Ok(Err(e)) => log_refusal(addr, &e),
-                    Err(_) => tracing::warn!(
+                    Err(_) => {
+                        crate::metrics::METRICS
+                            .tls_refusals
+                            .get_or_create(&crate::metrics::label("reason", "timeout"))
+                            .inc();
+                        tracing::warn!(
                         address = %addr,
                         "agent at {addr} refused: no TLS handshake within {} s",
                         HANDSHAKE_TIMEOUT.as_secs()
-                    ),
+                        )
+                    }
                 }
             });
         }
@@ -119,12 +125,26 @@ fn log_refusal(addr: SocketAddr, e: &std::io::Error) {
         tracing::debug!(address = %addr, "connection closed before a TLS handshake");
         return;
     }
-    let reason = e
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        .map(describe)
-        .unwrap_or_else(|| format!("TLS handshake failed: {e}"));
+    let rustls_error = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    let label = rustls_error.map_or("handshake_failed", reason_label);
+    crate::metrics::METRICS.tls_refusals.get_or_create(&crate::metrics::label("reason", label)).inc();
+    let reason = rustls_error.map(describe).unwrap_or_else(|| format!("TLS handshake failed: {e}"));
     tracing::warn!(address = %addr, "agent at {addr} refused: {reason}");
+}
+
+/// The `reason` label of `ferry_tls_refusals_total`.
+fn reason_label(e: &rustls::Error) -> &'static str {
+    use rustls::CertificateError as C;
+    match e {
+        rustls::Error::NoCertificatesPresented => "no_certificate",
+        rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => "expired",
+        rustls::Error::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => "not_yet_valid",
+        rustls::Error::InvalidCertificate(C::UnknownIssuer) => "unknown_ca",
+        rustls::Error::InvalidCertificate(C::Revoked) => "revoked",
+        rustls::Error::InvalidCertificate(_) => "bad_certificate",
+        rustls::Error::AlertReceived(_) => "agent_aborted",
+        _ => "handshake_failed",
+    }
 }
 
 /// A rustls handshake error in an operator's words.

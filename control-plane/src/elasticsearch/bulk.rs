@@ -203,6 +203,10 @@ impl BulkIndexer {
         for chunk in split_by_size(&valid, sizes, self.config.max_request_bytes) {
             self.send_chunk(index, docs, chunk, &action_prefix, extra_fields, &query, &mut outcome).await?;
         }
+        let m = &*crate::metrics::METRICS;
+        m.documents_indexed.inc_by(outcome.indexed);
+        m.bytes_indexed.inc_by(outcome.bytes);
+        m.documents_rejected.inc_by(outcome.failed);
         Ok(outcome)
     }
 
@@ -233,14 +237,19 @@ impl BulkIndexer {
                 }
             };
             outcome.bytes_sent += payload.len() as u64;
-            let last_problem = match self.client.bulk_raw(query, payload).await {
+            let started = std::time::Instant::now();
+            let sent = self.client.bulk_raw(query, payload).await;
+            crate::metrics::METRICS.bulk_duration.observe(started.elapsed().as_secs_f64());
+            let last_problem = match sent {
                 Err(e) if e.is_retryable() => {
                     outcome.retried_requests += 1;
+                    count_retry("transport".into(), 1);
                     e.to_string()
                 }
                 Err(e) => return Err(e),
                 Ok(resp) if matches!(resp.status.as_u16(), 429 | 502 | 503 | 504) => {
                     outcome.retried_requests += 1;
+                    count_retry(format!("http_{}", resp.status.as_u16()), 1);
                     let (t, r) = parse_error_body(&resp.body);
                     format!("{} {t}: {r}", resp.status.as_u16())
                 }
@@ -291,6 +300,7 @@ impl BulkIndexer {
                                 outcome.missing += 1;
                             }
                             ItemVerdict::Retry(f) => {
+                                count_retry(format!("item_{}", f.status), 1);
                                 if last.is_empty() {
                                     last = format!("{} {}: {}", f.status, f.error_type, f.reason);
                                 }
@@ -323,6 +333,11 @@ impl BulkIndexer {
             tokio::time::sleep(delay).await;
         }
     }
+}
+
+/// `ferry_bulk_retries_total{reason}`.
+fn count_retry(reason: String, n: u64) {
+    crate::metrics::METRICS.bulk_retries.get_or_create(&crate::metrics::label("reason", reason)).inc_by(n);
 }
 
 /// Full jitter: uniform in `[0, min(cap, initial * 2^(attempt-1))]`.

@@ -186,6 +186,7 @@ impl JobRun {
                 .into_iter()
                 .map(|d| BulkDoc { op: bulk_op(d.op), id: d.id, source: d.source })
                 .collect();
+            let _inflight = crate::metrics::InflightBatch::new(docs.iter().map(|d| d.source.len()).sum());
             let received = docs.len() as u64;
             let Some(result) = run.index_patiently(&bulk, &docs, sequence).await else {
                 // Abandoned: no ack, no stats; the permit goes with the run.

@@ -122,6 +122,7 @@ pub async fn claim_and_assign(app: &App, session: &Arc<AgentSession>, job_id: &s
         incremental_mode: proto::IncrementalMode::Drain as i32,
     };
     tracing::info!(job_id, agent_id = %session.agent_id, attempt = doc.ferry.attempts, resumed = !resume.is_empty(), "job assigned");
+    crate::metrics::METRICS.jobs_assigned.inc();
     if !session.send(proto::control_message::Message::AssignJob(assign)).await {
         // The session died between claim and send: put the job back.
         let run = session.jobs.lock().expect("jobs lock").remove(job_id);
@@ -309,6 +310,10 @@ pub async fn finish(app: &App, run: &JobRun, finished: &proto::JobFinished) -> R
     let Some((_, Some((status, indexed_count, error)))) = updated else { return Ok(()) };
     super::slot::give_back(app, &run.connector_id, &run.job_id).await;
     tracing::info!(job_id = %run.job_id, status = status.as_str(), indexed = indexed_count, deleted, "job finished");
+    crate::metrics::METRICS
+        .jobs_finished
+        .get_or_create(&crate::metrics::label("status", status.as_str()))
+        .inc();
     let unreachable = matches!(end, End::Failed(_, true));
     app.stores
         .connectors
@@ -355,6 +360,7 @@ pub async fn release(app: &App, run: &JobRun, why: &str) -> Result<()> {
         .await?;
     super::slot::give_back(app, &run.connector_id, &run.job_id).await;
     tracing::info!(job_id = %run.job_id, "job released for resume: {why}");
+    crate::metrics::METRICS.jobs_released.inc();
     Ok(())
 }
 
@@ -405,6 +411,7 @@ pub async fn fail_job(app: &App, job_id: &str, lease_id: &str, message: &str) ->
         .await?;
     if let Some((_, Some(connector_id))) = updated {
         super::slot::give_back(app, &connector_id, job_id).await;
+        crate::metrics::METRICS.jobs_finished.get_or_create(&crate::metrics::label("status", "error")).inc();
     }
     Ok(())
 }

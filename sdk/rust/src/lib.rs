@@ -8,8 +8,11 @@
 //!   with checkpoints, honour cancellation).
 //! - [`runtime`]: everything else an agent needs: connect over mTLS,
 //!   reconnect with backoff, heartbeats, flow control, job bookkeeping.
+//! - [`metrics`]: the Prometheus endpoint (`metrics.listen`) and the agent
+//!   runtime's metrics.
 
 pub mod config_schema;
+pub mod metrics;
 pub mod rules;
 pub mod runtime;
 pub mod settings;

@@ -629,6 +629,10 @@ impl DocumentSender {
             documents: std::mem::replace(&mut self.batch, Vec::with_capacity(len)),
             checkpoint: self.checkpoint.clone(),
         };
+        let m = &*crate::metrics::AGENT;
+        m.batches_sent.inc();
+        m.documents_sent.inc_by(len as u64);
+        m.bytes_sent.inc_by(self.batch_bytes as u64);
         self.batch_bytes = 0;
         let msg = proto::AgentMessage { message: Some(proto::agent_message::Message::Batch(batch)) };
         tokio::select! {

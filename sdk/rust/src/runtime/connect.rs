@@ -1,13 +1,39 @@
 //! The channel to the control plane: TLS with a client certificate, connect
 //! timeout, HTTP/2 keep-alives so dead links are noticed behind NATs and
-//! firewalls that drop idle flows.
+//! firewalls that drop idle flows; directly or through an HTTP CONNECT
+//! proxy (`proxy.rs`), with the same TLS end to end either way.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
+use super::proxy::ProxyConnector;
 use super::AgentSettings;
+
+/// How a session reaches the control plane: the endpoint (URL, TLS,
+/// timeouts, HTTP/2 settings) and, when configured, the proxy to tunnel
+/// through.
+#[derive(Debug, Clone)]
+pub(super) struct Dialer {
+    endpoint: Endpoint,
+    proxy: Option<ProxyConnector>,
+}
+
+impl Dialer {
+    pub(super) fn new(settings: &AgentSettings) -> Result<Dialer, ConnectError> {
+        let proxy =
+            settings.proxy.clone().map(|proxy| ProxyConnector { proxy, timeout: settings.connect_timeout });
+        Ok(Dialer { endpoint: endpoint(settings)?, proxy })
+    }
+
+    pub(super) async fn connect(&self) -> Result<Channel, tonic::transport::Error> {
+        match &self.proxy {
+            None => self.endpoint.connect().await,
+            Some(p) => self.endpoint.connect_with_connector(p.clone()).await,
+        }
+    }
+}
 
 /// PEM files for mTLS.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,6 +11,7 @@
 
 mod backoff;
 mod connect;
+mod proxy;
 mod session;
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use backoff::Backoff;
 pub use connect::{ConnectError, TlsFiles, MAX_MESSAGE_BYTES};
+pub use proxy::{no_proxy_matches, ProxySettings};
 
 use crate::source::Source;
 
@@ -72,6 +74,10 @@ pub struct AgentSettings {
     pub tls: Option<TlsFiles>,
     /// Overrides the host name checked against the server certificate.
     pub server_name: Option<String>,
+    /// HTTP CONNECT proxy to reach the control plane through (`proxy.rs`).
+    pub proxy: Option<ProxySettings>,
+    /// Where to serve Prometheus metrics (`crate::metrics`); `None`: off.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     pub connectors: Vec<ServedConnector>,
     /// Jobs run at once by this agent.
     pub max_concurrent_jobs: u32,
@@ -107,7 +113,17 @@ impl Agent {
                 )));
             }
         }
-        let endpoint = connect::endpoint(&self.settings)?;
+        let dialer = connect::Dialer::new(&self.settings)?;
+        if let Some(addr) = self.settings.metrics_listen {
+            let mut registry = crate::metrics::prometheus_client::registry::Registry::with_prefix("ferry");
+            crate::metrics::register_agent(&mut registry);
+            crate::metrics::spawn_server(addr, registry, shutdown.clone())
+                .await
+                .map_err(|e| ConnectError::Config(format!("cannot listen on metrics.listen {addr}: {e}")))?;
+        }
+        if let Some(p) = &self.settings.proxy {
+            tracing::info!(proxy = %p.addr, "reaching the control plane through an HTTP CONNECT proxy");
+        }
         let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
         let sources = Arc::new(self.sources);
         loop {
@@ -115,10 +131,11 @@ impl Agent {
                 return Ok(());
             }
             let started = tokio::time::Instant::now();
-            let end = session::run(&self.settings, &endpoint, sources.clone(), shutdown.clone()).await;
+            let end = session::run(&self.settings, &dialer, sources.clone(), shutdown.clone()).await;
             match end {
                 session::End::Shutdown => return Ok(()),
                 session::End::Lost(reason) => {
+                    crate::metrics::AGENT.sessions_lost.inc();
                     // A session that lived a while was healthy: start over
                     // with short delays.
                     if started.elapsed() > Duration::from_secs(30) {

@@ -13,9 +13,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Endpoint;
 
-use super::connect::MAX_MESSAGE_BYTES;
+use super::connect::{Dialer, MAX_MESSAGE_BYTES};
 use super::AgentSettings;
 use crate::config_schema::{values_from_proto, ConfigValues};
 use crate::proto::{self, agent_message::Message as Out, control_message::Message as In};
@@ -41,13 +40,13 @@ struct RunningJob {
 
 pub(super) async fn run(
     settings: &AgentSettings,
-    endpoint: &Endpoint,
+    dialer: &Dialer,
     sources: Arc<Vec<Arc<dyn Source>>>,
     shutdown: CancellationToken,
 ) -> End {
     let channel = tokio::select! {
         _ = shutdown.cancelled() => return End::Shutdown,
-        c = endpoint.connect() => match c {
+        c = dialer.connect() => match c {
             Ok(c) => c,
             Err(e) => return End::Lost(format!("cannot connect: {}", error_chain(&e))),
         },
@@ -99,6 +98,8 @@ pub(super) async fn run(
         Err(status) => return End::Lost(describe_status(&status)),
     };
     tracing::info!(agent_id = %welcome.agent_id, session_id = %welcome.session_id, "connected to the control plane");
+    crate::metrics::AGENT.connected.set(1);
+    let _connected = ConnectedGauge;
 
     let session_token = shutdown.child_token();
     let mut jobs: HashMap<String, RunningJob> = HashMap::new();
@@ -201,6 +202,7 @@ pub(super) async fn run(
                     }
                     In::BatchAck(ack) => match jobs.get(&ack.job_id) {
                         Some(job) if job.lease_id == ack.lease_id => {
+                            crate::metrics::AGENT.batches_acknowledged.inc();
                             if !job.window.release(ack.sequence) {
                                 tracing::debug!(job_id = %ack.job_id, sequence = ack.sequence, "ack for a batch not in flight");
                             }
@@ -325,7 +327,9 @@ async fn run_job(
         &flow,
         cancel.clone(),
     );
+    crate::metrics::AGENT.jobs_running.inc();
     let result = source.sync(&job, &mut out).await;
+    crate::metrics::AGENT.jobs_running.dec();
     let result = match result {
         Ok(()) => out.finish().await.map(|_| ()).map_err(SourceError::from),
         Err(e) => Err(e),
@@ -346,6 +350,12 @@ async fn run_job(
             message: e.to_string(),
         }),
     };
+    let outcome_label = match &outcome {
+        proto::job_finished::Outcome::Completed(_) => "completed",
+        proto::job_finished::Outcome::Canceled(_) => "canceled",
+        proto::job_finished::Outcome::Failed(_) => "failed",
+    };
+    crate::metrics::AGENT.jobs_finished.get_or_create(&vec![("outcome", outcome_label.to_owned())]).inc();
     match &result {
         Ok(()) => tracing::info!(job_id = %job.id, documents = out.documents_sent(), "job completed"),
         Err(e) => tracing::warn!(job_id = %job.id, documents = out.documents_sent(), "job ended: {e}"),
@@ -359,6 +369,15 @@ async fn run_job(
     };
     let _ = tx.send(proto::AgentMessage { message: Some(Out::JobFinished(finished)) }).await;
     Some(job.id)
+}
+
+/// Sets `ferry_agent_connected` back to 0 however the session ends.
+struct ConnectedGauge;
+
+impl Drop for ConnectedGauge {
+    fn drop(&mut self) {
+        crate::metrics::AGENT.connected.set(0);
+    }
 }
 
 fn hostname() -> String {
@@ -380,8 +399,13 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
+        // Wrappers often repeat their source's text (tonic does for a
+        // connector's io::Error): say it once.
+        let text = c.to_string();
+        if !s.ends_with(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
         cur = c.source();
     }
     s
