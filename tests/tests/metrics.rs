@@ -2,7 +2,7 @@
 //! counters move with a sync: scraped before the job (nothing indexed or
 //! sent yet, one agent connected) and after it (every row sent by the agent
 //! and indexed by the control plane, bulk requests timed, the job counted as
-//! completed).
+//! completed), and a refused TLS handshake counted by reason.
 
 use anyhow::{ensure, Context};
 
@@ -70,7 +70,17 @@ async fn both_metrics_endpoints_count_a_sync() {
             "{after_cp}"
         );
         ensure!(sample(&after_cp, "ferry_inflight_batches", "") == 0.0, "{after_cp}");
-        ensure!(after_cp.contains("# TYPE ferry_tls_refusals counter"), "{after_cp}");
+
+        // A client that speaks no TLS to the agents port is refused and counted.
+        let agents_addr = cp.agents_url().trim_start_matches("https://").to_owned();
+        let mut probe = tokio::net::TcpStream::connect(&agents_addr).await?;
+        tokio::io::AsyncWriteExt::write_all(&mut probe, b"GET / HTTP/1.1\r\n\r\n").await?;
+        drop(probe);
+        wait_until("the refused handshake to be counted", STEP, || async {
+            let t = scrape(&cp_metrics).await?;
+            Ok((sample(&t, "ferry_tls_refusals_total", "{reason=\"handshake_failed\"}") == 1.0).then_some(()))
+        })
+        .await?;
 
         let after_agent = scrape(&agent_metrics).await?;
         ensure!(sample(&after_agent, "ferry_agent_documents_sent_total", "") == rows, "{after_agent}");
