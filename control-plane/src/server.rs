@@ -109,8 +109,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
         .accept_compressed(tonic::codec::CompressionEncoding::Zstd);
     // TLS is terminated in agents::tls (not by tonic) so refused handshakes are logged.
-    let agents_tls = crate::agents::tls::server_config(&config.agents_tls)
-        .map_err(|e| ServerError::Store(crate::error::Error::Internal(e)))?;
+    let agents_tls = Arc::new(
+        crate::agents::tls::ReloadableConfig::load(&config.agents_tls)
+            .map_err(|e| ServerError::Store(crate::error::Error::Internal(e)))?,
+    );
+    tokio::spawn(crate::agents::tls::reload_on_sighup(agents_tls.clone(), shutdown.clone()));
     let agents_server = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))

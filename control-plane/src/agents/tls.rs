@@ -13,6 +13,11 @@
 //! Client certificates are mandatory and verified by rustls'
 //! `WebPkiClientVerifier` against `agents.tls.client_ca` (chain, validity
 //! period, client-auth usage).
+//!
+//! [`ReloadableConfig`] re-reads `agents.tls` (certificate, key, client CA)
+//! on SIGHUP: handshakes started after the reload use the new files,
+//! established sessions keep theirs. A reload that fails (unreadable or
+//! mismatched files) keeps the previous configuration and logs why.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -70,14 +75,56 @@ pub fn server_config(t: &ServerTls) -> Result<Arc<rustls::ServerConfig>, String>
     Ok(Arc::new(config))
 }
 
+/// The agents listener's TLS configuration, replaceable at run time.
+pub struct ReloadableConfig {
+    files: ServerTls,
+    current: std::sync::RwLock<Arc<rustls::ServerConfig>>,
+}
+
+impl ReloadableConfig {
+    pub fn load(files: &ServerTls) -> Result<ReloadableConfig, String> {
+        Ok(ReloadableConfig { files: files.clone(), current: std::sync::RwLock::new(server_config(files)?) })
+    }
+
+    /// Re-reads the files; on error the previous configuration stays.
+    pub fn reload(&self) -> Result<(), String> {
+        let fresh = server_config(&self.files)?;
+        *self.current.write().expect("tls config lock") = fresh;
+        Ok(())
+    }
+
+    fn acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(self.current.read().expect("tls config lock").clone())
+    }
+}
+
+/// Reloads `config` on every SIGHUP until `shutdown`.
+pub async fn reload_on_sighup(config: Arc<ReloadableConfig>, shutdown: CancellationToken) {
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot install a SIGHUP handler; certificates will not be reloaded: {e}");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = hup.recv() => match config.reload() {
+                Ok(()) => tracing::info!("SIGHUP: reloaded agents.tls (certificate, key, client CA)"),
+                Err(e) => tracing::error!("SIGHUP: agents.tls not reloaded, keeping the previous certificates: {e}"),
+            },
+        }
+    }
+}
+
 /// Established TLS connections from `listener`, until `shutdown`.
 pub fn incoming(
     listener: TcpListener,
-    config: Arc<rustls::ServerConfig>,
+    config: Arc<ReloadableConfig>,
     shutdown: CancellationToken,
 ) -> ReceiverStream<std::io::Result<TlsStream<TcpStream>>> {
     let (tx, rx) = mpsc::channel(16);
-    let acceptor = TlsAcceptor::from(config);
     tokio::spawn(async move {
         loop {
             let (tcp, addr) = tokio::select! {
@@ -93,7 +140,7 @@ pub fn incoming(
                 },
             };
             let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
+            let acceptor = config.acceptor();
             let tx = tx.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
