@@ -63,7 +63,12 @@ impl World {
         // osmem handles one request at a time: with the default 5,000-document
         // batches, every state write waits behind seconds of bulk. Small
         // batches keep that wait short (Elasticsearch has no such lock).
-        cfg.env.push(("FERRY_JOBS__MAX_BATCH_DOCUMENTS".into(), "500".into()));
+        // The window is kept small for the same reason: everything already
+        // handed to osmem is indexed before a cancel's state write can run,
+        // so a cancel waits behind window x batch documents (8 x 500 took
+        // 9 s on a loaded CI machine; 4 x 250 is about a second).
+        cfg.env.push(("FERRY_JOBS__MAX_BATCH_DOCUMENTS".into(), "250".into()));
+        cfg.env.push(("FERRY_JOBS__MAX_UNACKED_BATCHES".into(), "4".into()));
         let cp = ControlPlane::start(cfg)?;
         let admin = cp.admin_addr();
         let cert = pki.write_client_cert("agent-l")?;
