@@ -20,7 +20,8 @@
 //!   slow).
 //! - **Job kinds**: full syncs only for now (`capabilities`); incremental and access-control
 //!   jobs fail with a configuration error that says so.
-//! - **Metadata** on the job: `rows_read`, `rows_per_table`, `skipped_tables`.
+//! - **Metadata** on the job: `rows_read`, `rows_per_table`, `skipped_tables`,
+//!   `unrepresentable_values` (values sent as null, see [`types`]).
 
 pub mod catalog;
 pub mod cdc;
@@ -31,6 +32,7 @@ pub mod reader;
 pub mod render;
 pub mod rules;
 pub mod schema;
+pub mod types;
 
 use std::collections::BTreeMap;
 
@@ -125,6 +127,10 @@ pub trait DocumentSink: Send {
     async fn send(&mut self, id: String, source: Vec<u8>) -> Result<(), SyncStopped>;
     fn checkpoint(&mut self, position: Vec<u8>);
     fn set_metadata(&mut self, key: &str, value: serde_json::Value);
+    /// The typed fields of the documents that follow (see [`types`]).
+    async fn describe(&mut self, _schema: &ferry_sdk::DocumentSchema) -> Result<(), SyncStopped> {
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -137,6 +143,9 @@ impl DocumentSink for DocumentSender {
     }
     fn set_metadata(&mut self, key: &str, value: serde_json::Value) {
         DocumentSender::set_metadata(self, key, value)
+    }
+    async fn describe(&mut self, schema: &ferry_sdk::DocumentSchema) -> Result<(), SyncStopped> {
+        DocumentSender::describe(self, schema).await
     }
 }
 
@@ -167,6 +176,8 @@ pub struct SyncReport {
     pub rows_per_table: BTreeMap<String, u64>,
     /// Tables without a primary key.
     pub skipped_tables: Vec<String>,
+    /// Values sent as null because an index cannot hold them ([`types`]).
+    pub unrepresentable_values: u64,
 }
 
 /// Read every configured table into `sink`, resuming after `resume` when
@@ -229,8 +240,13 @@ pub async fn full_sync_with_rules<S: DocumentSink + ?Sized>(
             }
             a => a,
         };
-        let rows = read_table(&client, &plan, after, cancel, sink, &mut check).await;
+        sink.describe(&plan.schema()).await?;
+        let rows =
+            read_table(&client, &plan, after, cancel, sink, &mut check, &mut report.unrepresentable_values).await;
         report_collisions(&check, sink);
+        if report.unrepresentable_values > 0 {
+            sink.set_metadata("unrepresentable_values", json!(report.unrepresentable_values));
+        }
         let rows = rows?;
         report.rows_read += rows;
         report.rows_per_table.insert(name.clone(), rows);
@@ -274,8 +290,21 @@ async fn read_table<S: DocumentSink + ?Sized>(
     cancel: &CancellationToken,
     sink: &mut S,
     check: &mut ids::CollisionCheck,
+    unrepresentable: &mut u64,
 ) -> Result<u64, SourceError> {
     let mut reader = TableReader::open(client, plan, after).await?;
+    let result = read_rows(&mut reader, cancel, sink, check).await;
+    *unrepresentable += reader.unrepresentable();
+    result?;
+    reader.finish().await
+}
+
+async fn read_rows<S: DocumentSink + ?Sized>(
+    reader: &mut TableReader<'_>,
+    cancel: &CancellationToken,
+    sink: &mut S,
+    check: &mut ids::CollisionCheck,
+) -> Result<(), SourceError> {
     loop {
         let doc = tokio::select! {
             biased;
@@ -286,7 +315,7 @@ async fn read_table<S: DocumentSink + ?Sized>(
         sink.send(doc.id, doc.source).await?;
         sink.checkpoint(doc.checkpoint);
     }
-    reader.finish().await
+    Ok(())
 }
 
 /// Checkpoint table name of advanced rules: `after` holds the index of the

@@ -35,6 +35,7 @@ use tokio_postgres::{Client, RowStream};
 use super::catalog::{query_error, quote_ident, TableInfo};
 use super::ids::{CollisionCheck, IdFormat, KeyKind};
 use super::render::{write_json_str, Codec};
+use super::types::FieldCheck;
 
 /// What every document of a sync shares.
 #[derive(Debug, Clone)]
@@ -106,6 +107,8 @@ pub struct TablePlan {
     checkpoint_prefix: Vec<u8>,
     /// Basic sync rules that apply to this table (see `rules.rs`).
     pub filter: super::rules::RowFilter,
+    /// Per selected column: what its values are checked for ([`super::types`]).
+    checks: Vec<FieldCheck>,
 }
 
 impl TablePlan {
@@ -147,6 +150,7 @@ impl TablePlan {
                 (key, select_expr(&table.columns[ci]).1)
             })
             .collect();
+        let checks = columns.iter().map(|&ci| FieldCheck::for_column(&table.columns[ci])).collect();
         let mut checkpoint_prefix = b"{\"table\":".to_vec();
         write_json_str(&mut checkpoint_prefix, &table.name);
         checkpoint_prefix.extend_from_slice(b",\"after\":[");
@@ -160,6 +164,7 @@ impl TablePlan {
             id_format,
             suffix,
             filter: Default::default(),
+            checks,
         })
     }
 
@@ -229,6 +234,15 @@ impl TablePlan {
     pub fn field_keys(&self) -> impl Iterator<Item = (usize, &[u8])> {
         self.columns.iter().zip(&self.renders).map(|(&ci, (key, _))| (ci, key.as_slice()))
     }
+
+    /// The typed fields of this table's documents (sent as `DocumentSchema`).
+    pub fn schema(&self) -> ferry_sdk::DocumentSchema {
+        let fields = self.fields.iter().zip(&self.columns).map(|(f, &ci)| (f.as_str(), &self.table.columns[ci]));
+        ferry_sdk::DocumentSchema {
+            source: format!("{}.{}", self.table.schema, self.table.name),
+            fields: super::types::field_specs(fields),
+        }
+    }
 }
 
 /// The SELECT expression for a column and how its value is rendered.
@@ -280,6 +294,7 @@ pub struct TableReader<'a> {
     plan: &'a TablePlan,
     stream: Pin<Box<RowStream>>,
     rows: u64,
+    unrepresentable: u64,
 }
 
 impl<'a> TableReader<'a> {
@@ -342,7 +357,7 @@ impl<'a> TableReader<'a> {
                 return Err(query_error(&what, &e));
             }
         };
-        Ok(TableReader { client, plan, stream: Box::pin(stream), rows: 0 })
+        Ok(TableReader { client, plan, stream: Box::pin(stream), rows: 0, unrepresentable: 0 })
     }
 
     /// The next document, `None` at the end of the table. Its key goes
@@ -386,18 +401,27 @@ impl<'a> TableReader<'a> {
         let mut source = Vec::with_capacity(len);
         source.extend_from_slice(b"{\"id\":");
         write_json_str(&mut source, &id);
+        let mut originals = Vec::new();
         for (i, (field, codec)) in plan.renders.iter().enumerate() {
             source.extend_from_slice(field);
             match row.try_get::<_, RawValue>(i).map_err(bad_row)?.0 {
                 None => source.extend_from_slice(b"null"),
-                Some(raw) => codec.write(raw, &mut source).map_err(|e| {
-                    SourceError::Internal(format!(
-                        "read table \"{}\", column \"{}\": {e}",
-                        plan.table.name, plan.table.columns[plan.columns[i]].name
-                    ))
-                })?,
+                Some(raw) => {
+                    let start = source.len();
+                    codec.write(raw, &mut source).map_err(|e| {
+                        SourceError::Internal(format!(
+                            "read table \"{}\", column \"{}\": {e}",
+                            plan.table.name, plan.table.columns[plan.columns[i]].name
+                        ))
+                    })?;
+                    if let Some(original) = plan.checks[i].fix(&mut source, start) {
+                        originals.push((plan.fields[i].as_str(), original));
+                    }
+                }
             }
         }
+        self.unrepresentable += originals.len() as u64;
+        super::types::write_originals(&mut source, &originals);
         source.extend_from_slice(&plan.suffix);
         // Values of type `json` keep the text they were stored with, which may
         // contain line breaks. In valid JSON a raw CR/LF can only be
@@ -416,6 +440,11 @@ impl<'a> TableReader<'a> {
     /// Rows read so far.
     pub fn rows(&self) -> u64 {
         self.rows
+    }
+
+    /// Values replaced by null so far (see [`super::types`]).
+    pub fn unrepresentable(&self) -> u64 {
+        self.unrepresentable
     }
 
     /// End the transaction. Returns the number of rows read.

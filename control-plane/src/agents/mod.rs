@@ -7,5 +7,6 @@ pub mod filtering;
 pub mod identity;
 pub mod registration;
 pub mod registry;
+pub mod schema;
 pub mod service;
 pub mod tls;

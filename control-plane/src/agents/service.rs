@@ -176,6 +176,7 @@ async fn serve(app: Arc<App>, session: Arc<AgentSession>, mut inbound: Streaming
                 }
             }
             In::Progress(p) => on_progress(&session, p),
+            In::Schema(s) => super::schema::on_schema(&app, &session, s).await,
             In::JobFinished(f) => {
                 let run = session.jobs.lock().expect("jobs lock").get(&f.job_id).cloned();
                 match run {

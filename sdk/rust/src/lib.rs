@@ -14,12 +14,14 @@
 pub mod config_schema;
 pub mod metrics;
 pub mod rules;
+pub mod schema;
 pub mod runtime;
 pub mod settings;
 pub mod source;
 
 pub use config_schema::{ConfigFieldSpec, ConfigValues};
 pub use rules::{BasicRule, RuleError, SyncRules};
+pub use schema::{DocumentSchema, FieldKind, FieldSpec};
 pub use source::{
     DocOp, DocumentSender, IncrementalMode, Job, JobKind, Source, SourceCapabilities, SourceError,
     SyncStopped,

@@ -571,6 +571,25 @@ impl DocumentSender {
         }
     }
 
+    /// Describe the fields of the documents about to be sent (one call per
+    /// table or query, before its first document): the control plane maps
+    /// them when it created the content index. Optional; cheap to repeat.
+    pub async fn describe(&mut self, schema: &crate::DocumentSchema) -> Result<(), SyncStopped> {
+        let msg = proto::AgentMessage {
+            message: Some(proto::agent_message::Message::Schema(proto::DocumentSchema {
+                job_id: self.job_id.clone(),
+                lease_id: self.lease_id.clone(),
+                source: schema.source.clone(),
+                fields: schema.fields.iter().map(crate::FieldSpec::to_proto).collect(),
+            })),
+        };
+        tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => Err(SyncStopped::Canceled),
+            r = self.outbound.send(msg) => r.map_err(|_| SyncStopped::SessionLost),
+        }
+    }
+
     /// Flush the open batch and wait until every batch sent so far is
     /// acknowledged (then [`DocumentSender::acknowledged_checkpoint`] is the
     /// latest checkpoint given).

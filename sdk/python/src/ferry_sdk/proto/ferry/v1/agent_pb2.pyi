@@ -36,6 +36,21 @@ class FailureKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FAILURE_KIND_CONFIGURATION: _ClassVar[FailureKind]
     FAILURE_KIND_INTERNAL: _ClassVar[FailureKind]
     FAILURE_KIND_UNSUPPORTED: _ClassVar[FailureKind]
+
+class FieldKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FIELD_KIND_UNSPECIFIED: _ClassVar[FieldKind]
+    FIELD_KIND_INTEGER: _ClassVar[FieldKind]
+    FIELD_KIND_LONG: _ClassVar[FieldKind]
+    FIELD_KIND_DOUBLE: _ClassVar[FieldKind]
+    FIELD_KIND_DECIMAL: _ClassVar[FieldKind]
+    FIELD_KIND_BOOLEAN: _ClassVar[FieldKind]
+    FIELD_KIND_DATE: _ClassVar[FieldKind]
+    FIELD_KIND_KEYWORD: _ClassVar[FieldKind]
+    FIELD_KIND_TEXT: _ClassVar[FieldKind]
+    FIELD_KIND_OBJECT: _ClassVar[FieldKind]
+    FIELD_KIND_BINARY: _ClassVar[FieldKind]
+    FIELD_KIND_IP: _ClassVar[FieldKind]
 PROTOCOL_VERSION_UNSPECIFIED: ProtocolVersion
 PROTOCOL_VERSION_1: ProtocolVersion
 INCREMENTAL_MODE_UNSPECIFIED: IncrementalMode
@@ -51,9 +66,21 @@ FAILURE_KIND_SOURCE_UNREACHABLE: FailureKind
 FAILURE_KIND_CONFIGURATION: FailureKind
 FAILURE_KIND_INTERNAL: FailureKind
 FAILURE_KIND_UNSUPPORTED: FailureKind
+FIELD_KIND_UNSPECIFIED: FieldKind
+FIELD_KIND_INTEGER: FieldKind
+FIELD_KIND_LONG: FieldKind
+FIELD_KIND_DOUBLE: FieldKind
+FIELD_KIND_DECIMAL: FieldKind
+FIELD_KIND_BOOLEAN: FieldKind
+FIELD_KIND_DATE: FieldKind
+FIELD_KIND_KEYWORD: FieldKind
+FIELD_KIND_TEXT: FieldKind
+FIELD_KIND_OBJECT: FieldKind
+FIELD_KIND_BINARY: FieldKind
+FIELD_KIND_IP: FieldKind
 
 class AgentMessage(_message.Message):
-    __slots__ = ("hello", "heartbeat", "validation_result", "batch", "job_finished", "filtering_result", "progress")
+    __slots__ = ("hello", "heartbeat", "validation_result", "batch", "job_finished", "filtering_result", "progress", "schema")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     VALIDATION_RESULT_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +88,7 @@ class AgentMessage(_message.Message):
     JOB_FINISHED_FIELD_NUMBER: _ClassVar[int]
     FILTERING_RESULT_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     heartbeat: Heartbeat
     validation_result: ValidationResult
@@ -68,7 +96,8 @@ class AgentMessage(_message.Message):
     job_finished: JobFinished
     filtering_result: FilteringResult
     progress: JobProgress
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., validation_result: _Optional[_Union[ValidationResult, _Mapping]] = ..., batch: _Optional[_Union[DocumentBatch, _Mapping]] = ..., job_finished: _Optional[_Union[JobFinished, _Mapping]] = ..., filtering_result: _Optional[_Union[FilteringResult, _Mapping]] = ..., progress: _Optional[_Union[JobProgress, _Mapping]] = ...) -> None: ...
+    schema: DocumentSchema
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., validation_result: _Optional[_Union[ValidationResult, _Mapping]] = ..., batch: _Optional[_Union[DocumentBatch, _Mapping]] = ..., job_finished: _Optional[_Union[JobFinished, _Mapping]] = ..., filtering_result: _Optional[_Union[FilteringResult, _Mapping]] = ..., progress: _Optional[_Union[JobProgress, _Mapping]] = ..., schema: _Optional[_Union[DocumentSchema, _Mapping]] = ...) -> None: ...
 
 class ControlMessage(_message.Message):
     __slots__ = ("welcome", "validate_configuration", "assign_job", "batch_ack", "cancel_job", "connector_refused", "validate_filtering", "release_connector")
@@ -296,6 +325,34 @@ class JobProgress(_message.Message):
     lease_id: str
     metadata: _struct_pb2.Struct
     def __init__(self, job_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class DocumentSchema(_message.Message):
+    __slots__ = ("job_id", "lease_id", "source", "fields")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    lease_id: str
+    source: str
+    fields: _containers.RepeatedCompositeFieldContainer[FieldSchema]
+    def __init__(self, job_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., source: _Optional[str] = ..., fields: _Optional[_Iterable[_Union[FieldSchema, _Mapping]]] = ...) -> None: ...
+
+class FieldSchema(_message.Message):
+    __slots__ = ("name", "kind", "array", "source_type", "precision", "scale")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ARRAY_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: FieldKind
+    array: bool
+    source_type: str
+    precision: int
+    scale: int
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[FieldKind, str]] = ..., array: _Optional[bool] = ..., source_type: _Optional[str] = ..., precision: _Optional[int] = ..., scale: _Optional[int] = ...) -> None: ...
 
 class JobFailed(_message.Message):
     __slots__ = ("kind", "message")
