@@ -513,7 +513,8 @@ async fn agent_rendering_matches_postgresql_to_json() {
             } else if *c == "js" || *c == "jb" {
                 // json is made mapping-safe (unit-tested in types.rs): a non-object
                 // top level and the non-objects of mixed arrays wrapped as {"value": ...}.
-                let safe = ferry_agent::postgres::types::safe_json(theirs.as_bytes()).unwrap_or(theirs.into_bytes());
+                let safe =
+                    ferry_agent::postgres::types::safe_json(theirs.as_bytes()).unwrap_or(theirs.into_bytes());
                 assert_eq!(
                     serde_json::from_str::<Value>(ours).unwrap(),
                     serde_json::from_slice::<Value>(&safe).unwrap(),

@@ -242,7 +242,8 @@ pub async fn full_sync_with_rules<S: DocumentSink + ?Sized>(
         };
         sink.describe(&plan.schema()).await?;
         let rows =
-            read_table(&client, &plan, after, cancel, sink, &mut check, &mut report.unrepresentable_values).await;
+            read_table(&client, &plan, after, cancel, sink, &mut check, &mut report.unrepresentable_values)
+                .await;
         report_collisions(&check, sink);
         if report.unrepresentable_values > 0 {
             sink.set_metadata("unrepresentable_values", json!(report.unrepresentable_values));

@@ -237,7 +237,8 @@ impl TablePlan {
 
     /// The typed fields of this table's documents (sent as `DocumentSchema`).
     pub fn schema(&self) -> ferry_sdk::DocumentSchema {
-        let fields = self.fields.iter().zip(&self.columns).map(|(f, &ci)| (f.as_str(), &self.table.columns[ci]));
+        let fields =
+            self.fields.iter().zip(&self.columns).map(|(f, &ci)| (f.as_str(), &self.table.columns[ci]));
         ferry_sdk::DocumentSchema {
             source: format!("{}.{}", self.table.schema, self.table.name),
             fields: super::types::field_specs(fields),

@@ -48,8 +48,8 @@ pub fn field_kind(col: &Column) -> Option<(FieldKind, bool)> {
         "bool" => FieldKind::Boolean,
         "date" | "timestamp" | "timestamptz" => FieldKind::Date,
         "text" | "varchar" | "bpchar" | "citext" => FieldKind::Text,
-        "name" | "char" | "uuid" | "cidr" | "macaddr" | "macaddr8" | "money" | "time" | "timetz" | "interval"
-        | "bit" | "varbit" | "xml" | "pg_lsn" => FieldKind::Keyword,
+        "name" | "char" | "uuid" | "cidr" | "macaddr" | "macaddr8" | "money" | "time" | "timetz"
+        | "interval" | "bit" | "varbit" | "xml" | "pg_lsn" => FieldKind::Keyword,
         // bytea[] is rendered by PostgreSQL (hex `\x..`, not base64).
         "bytea" if !array => FieldKind::Binary,
         "bytea" => FieldKind::Keyword,
@@ -101,9 +101,10 @@ pub enum ValueCheck {
 impl ValueCheck {
     pub fn for_column(col: &Column) -> (ValueCheck, bool) {
         match field_kind(col) {
-            Some((FieldKind::Integer | FieldKind::Long | FieldKind::Double | FieldKind::Decimal { .. }, a)) => {
-                (ValueCheck::Number, a)
-            }
+            Some((
+                FieldKind::Integer | FieldKind::Long | FieldKind::Double | FieldKind::Decimal { .. },
+                a,
+            )) => (ValueCheck::Number, a),
             Some((FieldKind::Date, a)) => (ValueCheck::Date, a),
             Some((FieldKind::Ip, a)) => (ValueCheck::Ip, a),
             Some((FieldKind::Object, a)) => (ValueCheck::Json, a),
@@ -119,14 +120,20 @@ impl ValueCheck {
             ValueCheck::Number => match v.first() {
                 None | Some(b'n') => true,
                 Some(b'"') => false, // "NaN", "Infinity", "-Infinity"
-                Some(_) => std::str::from_utf8(v).ok().and_then(|s| s.parse::<f64>().ok()).is_some_and(f64::is_finite),
+                Some(_) => std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|s| s.parse::<f64>().ok())
+                    .is_some_and(f64::is_finite),
             },
             ValueCheck::Date => match v {
                 b"null" => true,
                 [b'"', rest @ ..] => {
                     let s = rest.strip_suffix(b"\"").unwrap_or(rest);
                     let year_digits = s.iter().take_while(|b| b.is_ascii_digit()).count();
-                    year_digits == 4 && s.get(4) == Some(&b'-') && !s.ends_with(b" BC") && !s.starts_with(b"0000")
+                    year_digits == 4
+                        && s.get(4) == Some(&b'-')
+                        && !s.ends_with(b" BC")
+                        && !s.starts_with(b"0000")
                 }
                 _ => false,
             },
@@ -332,7 +339,10 @@ mod tests {
             Some((FieldKind::Decimal { precision: 0, scale: 0 }, false))
         );
         assert_eq!(field_kind(&col("_float8", "double precision[]")), Some((FieldKind::Double, true)));
-        assert_eq!(field_kind(&col("timestamptz", "timestamp with time zone")), Some((FieldKind::Date, false)));
+        assert_eq!(
+            field_kind(&col("timestamptz", "timestamp with time zone")),
+            Some((FieldKind::Date, false))
+        );
         assert_eq!(field_kind(&col("varchar", "character varying(10)")), Some((FieldKind::Text, false)));
         assert_eq!(field_kind(&col("uuid", "uuid")), Some((FieldKind::Keyword, false)));
         assert_eq!(field_kind(&col("jsonb", "jsonb")), Some((FieldKind::Object, false)));
@@ -346,7 +356,10 @@ mod tests {
     fn unrepresentable_numbers_become_null_with_the_original() {
         assert_eq!(fixed("float8", "double precision", "1.5"), ("1.5".into(), None));
         assert_eq!(fixed("float8", "double precision", "\"NaN\""), ("null".into(), Some("\"NaN\"".into())));
-        assert_eq!(fixed("numeric", "numeric", "\"-Infinity\""), ("null".into(), Some("\"-Infinity\"".into())));
+        assert_eq!(
+            fixed("numeric", "numeric", "\"-Infinity\""),
+            ("null".into(), Some("\"-Infinity\"".into()))
+        );
         assert_eq!(fixed("numeric", "numeric", "1e400"), ("null".into(), Some("1e400".into())));
         let big = "12345678901234567890.1234567890";
         assert_eq!(fixed("numeric", "numeric(30,10)", big), (big.into(), None));
@@ -363,7 +376,13 @@ mod tests {
         assert_eq!(fixed("date", "date", "\"2024-02-29\""), ("\"2024-02-29\"".into(), None));
         let ts = "\"2024-01-02T03:04:05.123456+00:00\"";
         assert_eq!(fixed("timestamptz", "timestamptz", ts), (ts.into(), None));
-        for bad in ["\"infinity\"", "\"-infinity\"", "\"0044-03-15 BC\"", "\"10000-01-01\"", "\"0001-12-31T23:59:59+00:00 BC\""] {
+        for bad in [
+            "\"infinity\"",
+            "\"-infinity\"",
+            "\"0044-03-15 BC\"",
+            "\"10000-01-01\"",
+            "\"0001-12-31T23:59:59+00:00 BC\"",
+        ] {
             assert_eq!(fixed("timestamptz", "timestamptz", bad), ("null".into(), Some(bad.into())), "{bad}");
         }
         assert_eq!(
@@ -381,7 +400,10 @@ mod tests {
         assert_eq!(j("\"str\""), ("{\"value\":\"str\"}".into(), None));
         assert_eq!(j("42"), ("{\"value\":42}".into(), None));
         assert_eq!(j("[1, {\"z\": null}]"), ("{\"value\":[{\"value\":1},{\"z\":null}]}".into(), None));
-        assert_eq!(j("{\"k\": [1, 2, {\"z\": null}]}"), ("{\"k\":[{\"value\":1},{\"value\":2},{\"z\":null}]}".into(), None));
+        assert_eq!(
+            j("{\"k\": [1, 2, {\"z\": null}]}"),
+            ("{\"k\":[{\"value\":1},{\"value\":2},{\"z\":null}]}".into(), None)
+        );
         assert_eq!(j("{\"k\": [[1], [{\"z\": 1}]]}"), ("{\"k\":[[{\"value\":1}],[{\"z\":1}]]}".into(), None));
         assert_eq!(j("{\"k\": [1, 2, null]}"), ("{\"k\": [1, 2, null]}".into(), None));
         assert_eq!(j("null"), ("null".into(), None));

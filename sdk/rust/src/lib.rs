@@ -14,8 +14,8 @@
 pub mod config_schema;
 pub mod metrics;
 pub mod rules;
-pub mod schema;
 pub mod runtime;
+pub mod schema;
 pub mod settings;
 pub mod source;
 

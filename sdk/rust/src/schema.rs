@@ -20,7 +20,10 @@ pub enum FieldKind {
     Double,
     /// Exact decimal with `precision` digits, `scale` of them after the
     /// point; 0/0 = unconstrained. Sent as a JSON number with every digit.
-    Decimal { precision: u32, scale: i32 },
+    Decimal {
+        precision: u32,
+        scale: i32,
+    },
     Boolean,
     /// Dates and timestamps as ISO 8601 text (`strict_date_optional_time`:
     /// `YYYY-MM-DD[THH:MM:SS[.f][offset]]`, years 0001-9999).
