@@ -430,23 +430,42 @@ impl ConnectorService for Connectors {
         request: Request<proto::DeleteConnectorRequest>,
     ) -> Result<Response<proto::DeleteConnectorResponse>, Status> {
         let r = request.into_inner();
-        self.get_live(&r.connector_id).await?;
-        self.app
-            .stores
-            .connectors
-            .update(&r.connector_id, |c| {
-                c.deleted = true;
-                Ok(Change::Write(()))
-            })
-            .await?;
+        validate::connector_id("connector_id", &r.connector_id)?;
+        // All or nothing from the caller's side: the jobs go first, then the
+        // connector is marked deleted. A call that fails half way leaves a
+        // live connector (with fewer jobs), and retrying it finishes the
+        // work; a retry after the connector was marked still removes jobs
+        // left behind and answers OK.
+        let existing = self.app.stores.connectors.get(&r.connector_id).await?;
+        let already_deleted = match &existing {
+            None => return Err(not_found(&r.connector_id).into()),
+            Some(c) => c.doc.deleted,
+        };
+        if already_deleted && !r.delete_sync_jobs {
+            return Err(not_found(&r.connector_id).into());
+        }
         let mut deleted_jobs = 0;
         if r.delete_sync_jobs {
             deleted_jobs = self
                 .app
                 .stores
                 .jobs
-                .delete_by_query(&serde_json::json!({"query": {"term": {"connector.id": r.connector_id}}}))
+                .delete_by_query(&serde_json::json!({"term": {"connector.id": r.connector_id}}))
                 .await? as i64;
+        }
+        if !already_deleted {
+            self.app
+                .stores
+                .connectors
+                .update(&r.connector_id, |c| {
+                    if c.deleted {
+                        return Ok(Change::Keep(()));
+                    }
+                    c.deleted = true;
+                    Ok(Change::Write(()))
+                })
+                .await?;
+            self.app.registry.changed.notify_waiters();
         }
         tracing::info!(connector_id = %r.connector_id, deleted_jobs, "connector deleted");
         Ok(Response::new(proto::DeleteConnectorResponse {

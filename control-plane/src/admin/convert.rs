@@ -223,7 +223,7 @@ pub fn sync_job_from(id: &str, j: &SyncJobDoc) -> proto::SyncJob {
             service_type: j.connector.service_type.clone().unwrap_or_default(),
             language: j.connector.language.clone().unwrap_or_default(),
             configuration: configuration(&j.connector.configuration),
-            filtering: super::settings::filtering_to_proto(&j.connector.filtering),
+            filtering: super::settings::filtering_to_proto(&j.connector.filtering_as_list()),
             pipeline: Some(super::settings::pipeline_to_proto(&j.connector.pipeline)),
         }),
     }

@@ -107,7 +107,7 @@ pub async fn run_recorder(app: Arc<App>) {
             }
         }
         let now_ms = (now().unix_timestamp_nanos() / 1_000_000) as i64;
-        let expired = serde_json::json!({"query": {"range": {"expires_at_ms": {"lt": now_ms}}}});
+        let expired = serde_json::json!({"range": {"expires_at_ms": {"lt": now_ms}}});
         if let Err(e) = app.stores.es.delete_by_query(AGENTS_INDEX, &expired).await {
             tracing::debug!("removing expired agent sessions failed: {e}");
         }

@@ -67,7 +67,7 @@ impl SyncJobs {
             told_agent = true;
         }
         let t = now();
-        let (job, lease) = self
+        let (job, (lease, was_running)) = self
             .app
             .stores
             .jobs
@@ -77,15 +77,16 @@ impl SyncJobs {
                         job.move_to(JobStatus::Canceled);
                         job.cancelation_requested_at = Some(t);
                         job.canceled_at = Some(t);
+                        job.completed_at = Some(t);
                     }
                     JobStatus::InProgress => {
                         job.move_to(JobStatus::Canceling);
                         job.cancelation_requested_at = Some(t);
                     }
-                    JobStatus::Canceling => return Ok(Change::Keep(None)),
+                    JobStatus::Canceling => return Ok(Change::Keep((None, false))),
                     // The agent we told stopped before this write landed
                     // (its finish recorded the cancel request: lifecycle::finish).
-                    JobStatus::Canceled if told_agent => return Ok(Change::Keep(None)),
+                    JobStatus::Canceled if told_agent => return Ok(Change::Keep((None, false))),
                     s => {
                         return Err(Error::FailedPrecondition(format!(
                             "sync job {id:?} is already {}; only pending or running jobs can be canceled",
@@ -93,7 +94,10 @@ impl SyncJobs {
                         )))
                     }
                 }
-                Ok(Change::Write(job.ferry.lease_id.clone()))
+                // A pending job that ran before (released for resume) had
+                // marked its connector `in_progress`.
+                let was_running = job.status == JobStatus::Canceled && job.ferry.attempts > 0;
+                Ok(Change::Write((job.ferry.lease_id.clone(), was_running)))
             })
             .await?
             .ok_or_else(|| {
@@ -105,6 +109,18 @@ impl SyncJobs {
             if run.lease_id == lease && run.mark_cancel_sent() {
                 send_cancel(&session, id, &lease, "canceled by the user").await;
             }
+        }
+        if was_running {
+            crate::jobs::lifecycle::connector_sync_ended(
+                &self.app,
+                &job.doc.connector.id,
+                job.doc.job_type,
+                JobStatus::Canceled,
+                None,
+                job.doc.indexed_document_count,
+                job.doc.deleted_document_count,
+            )
+            .await;
         }
         tracing::info!(job_id = id, "sync job cancel requested");
         Ok(job)
@@ -155,7 +171,7 @@ pub async fn create_job(
         connector: JobConnector {
             id: connector.id.clone(),
             configuration: c.configuration.clone(),
-            filtering: c.filtering.clone(),
+            filtering: crate::model::sync_job::job_filtering(&c.filtering),
             index_name,
             language: c.language.clone(),
             pipeline: c.pipeline.clone(),
@@ -168,6 +184,7 @@ pub async fn create_job(
         status: JobStatus::Pending,
         created_at: Some(t),
         last_seen: Some(t),
+        total_document_count: Some(0),
         ..Default::default()
     };
     let id = uuid::Uuid::new_v4().simple().to_string()[..20].to_owned();

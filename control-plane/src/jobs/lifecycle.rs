@@ -15,7 +15,7 @@ use crate::elasticsearch::index as es_index;
 use crate::error::{Error, Result};
 use crate::jobs::ingest::{JobRun, RunStats};
 use crate::jobs::state::JobStatus;
-use crate::model::{now, ConnectorStatus, JobType, SyncJobDoc};
+use crate::model::{now, JobType, SyncJobDoc};
 use crate::store::Change;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -62,6 +62,7 @@ pub async fn claim_and_assign(app: &App, session: &Arc<AgentSession>, job_id: &s
         .await?;
     let Some((job, true)) = claimed else { return Ok(false) };
     let doc = job.doc;
+    connector_sync_started(app, &doc.connector.id, doc.job_type).await;
     let index = doc.connector.index_name.clone();
     if let Err(e) = es_index::ensure_index(&app.stores.es, &index).await {
         let msg = format!("cannot prepare index {index:?}: {e}");
@@ -114,7 +115,7 @@ pub async fn claim_and_assign(app: &App, session: &Arc<AgentSession>, job_id: &s
         index_name: index,
         resume_checkpoint: resume.clone(),
         flow_control: Some(app.flow_control()),
-        filtering: crate::agents::filtering::active_rules(&doc.connector.filtering),
+        filtering: doc.connector.active_filter().map(|f| crate::agents::filtering::to_sync_rules(&f)),
         sync_cursor: match &doc.connector.sync_cursor {
             v @ serde_json::Value::Object(_) => serde_json::to_vec(v).unwrap_or_default(),
             _ => Vec::new(),
@@ -220,48 +221,41 @@ pub async fn finish(app: &App, run: &JobRun, finished: &proto::JobFinished) -> R
     enum End {
         Completed,
         Canceled,
-        Failed(String, bool),
+        Failed(String),
     }
     let end = match (&finished.outcome, fatal) {
-        (_, Some(reason)) => End::Failed(reason, false),
-        (Some(Outcome::Completed(_)), None) if too_many_rejected => End::Failed(
-            format!(
+        (_, Some(reason)) => End::Failed(reason),
+        (Some(Outcome::Completed(_)), None) if too_many_rejected => End::Failed(format!(
                 "Elasticsearch rejected {rejected} documents (more than {MAX_REJECTED_DOCUMENTS} or 10% of {}); first: {}. \
                  Fix the index mapping or the data, then sync again",
                 indexed + rejected,
                 first_rejection.map(|r| r.to_string()).unwrap_or_default()
-            ),
-            false,
-        ),
+            )),
         (Some(Outcome::Completed(_)), None) => End::Completed,
         (Some(Outcome::Canceled(_)), None) => End::Canceled,
-        (Some(Outcome::Failed(f)), None) => {
-            End::Failed(f.message.clone(), f.kind == proto::FailureKind::SourceUnreachable as i32)
-        }
-        (None, None) => End::Failed("the agent ended the job without an outcome".into(), false),
+        (Some(Outcome::Failed(f)), None) => End::Failed(f.message.clone()),
+        (None, None) => End::Failed("the agent ended the job without an outcome".into()),
     };
     // Deletes of vanished rows only after a complete full sync: any other
     // ending has not seen every row.
     let mut deleted = 0u64;
     let mut total = None;
     let mut end = end;
-    if matches!(end, End::Completed) {
+    if matches!(end, End::Completed) && run.full_sync {
         let generation = {
             let job = app.stores.jobs.get(&run.job_id).await?;
             job.and_then(|j| j.doc.ferry.sync_generation).unwrap_or_default()
         };
-        if run.full_sync {
-            match es_index::delete_stale(&app.stores.es, &run.index_name, generation).await {
-                Ok(n) => deleted = n,
-                Err(e) => {
-                    end = End::Failed(format!("removing documents of vanished rows failed: {e}"), false)
-                }
-            }
+        match es_index::delete_stale(&app.stores.es, &run.index_name, generation).await {
+            Ok(n) => deleted = n,
+            Err(e) => end = End::Failed(format!("removing documents of vanished rows failed: {e}")),
         }
-        match es_index::count(&app.stores.es, &run.index_name).await {
-            Ok(n) => total = Some(n as i64),
-            Err(e) => tracing::warn!(job_id = %run.job_id, "cannot count the index after the sync: {e}"),
-        }
+    }
+    // Every ending reports the index's document count, as Elastic's
+    // `_sync_done` does (Kibana shows it next to the job).
+    match es_index::count(&app.stores.es, &run.index_name).await {
+        Ok(n) => total = Some(n as i64),
+        Err(e) => tracing::warn!(job_id = %run.job_id, "cannot count the index after the sync: {e}"),
     }
     let t = now();
     let updated = app
@@ -298,48 +292,77 @@ pub async fn finish(app: &App, run: &JobRun, finished: &proto::JobFinished) -> R
                     // admin call that asked may not have written yet.
                     job.cancelation_requested_at.get_or_insert(t);
                     job.canceled_at = Some(t);
+                    job.completed_at = Some(t);
                 }
-                End::Failed(msg, _) => {
+                End::Failed(msg) => {
                     job.error = Some(msg.clone());
                     job.completed_at = Some(t);
                 }
             }
-            Ok(Change::Write(Some((job.status, job.indexed_document_count, job.error.clone()))))
+            Ok(Change::Write(Some((job.status, job.indexed_document_count, job.error.clone(), job.job_type))))
         })
         .await?;
-    let Some((_, Some((status, indexed_count, error)))) = updated else { return Ok(()) };
+    let Some((_, Some((status, indexed_count, error, job_type)))) = updated else { return Ok(()) };
     super::slot::give_back(app, &run.connector_id, &run.job_id).await;
     tracing::info!(job_id = %run.job_id, status = status.as_str(), indexed = indexed_count, deleted, "job finished");
     crate::metrics::METRICS
         .jobs_finished
         .get_or_create(&crate::metrics::label("status", status.as_str()))
         .inc();
-    let unreachable = matches!(end, End::Failed(_, true));
-    app.stores
+    connector_sync_ended(app, &run.connector_id, job_type, status, error, indexed_count, deleted as i64).await;
+    Ok(())
+}
+
+/// Connector bookkeeping when a job is claimed ([`ConnectorDoc::sync_started`]).
+/// A failure is logged, not returned: the job runs either way.
+///
+/// [`ConnectorDoc::sync_started`]: crate::model::ConnectorDoc::sync_started
+async fn connector_sync_started(app: &App, connector_id: &str, job_type: JobType) {
+    let r = app
+        .stores
         .connectors
-        .update(&run.connector_id, |c| {
-            c.last_sync_status = Some(status);
-            c.last_sync_error = error.clone();
-            c.last_synced = Some(t);
-            c.last_indexed_document_count = Some(indexed_count);
-            c.last_deleted_document_count = Some(deleted as i64);
-            match (&error, unreachable) {
-                (Some(e), true) => {
-                    c.move_to(ConnectorStatus::Error);
-                    c.error = Some(e.clone());
-                }
-                (Some(e), false) => c.error = Some(e.clone()),
-                (None, _) => {
-                    if c.status == ConnectorStatus::Error {
-                        c.move_to(ConnectorStatus::Connected);
-                    }
-                    c.error = None;
-                }
+        .update(connector_id, |c| {
+            if c.deleted {
+                return Ok(Change::Keep(()));
             }
+            c.sync_started(job_type);
             Ok(Change::Write(()))
         })
-        .await?;
-    Ok(())
+        .await;
+    if let Err(e) = r {
+        tracing::warn!(connector_id, "recording the sync start on the connector failed: {e}");
+    }
+}
+
+/// Connector bookkeeping when a claimed job ended, whichever way
+/// ([`ConnectorDoc::sync_ended`]). A failure is logged: the job document,
+/// already written, is the record.
+///
+/// [`ConnectorDoc::sync_ended`]: crate::model::ConnectorDoc::sync_ended
+pub async fn connector_sync_ended(
+    app: &App,
+    connector_id: &str,
+    job_type: JobType,
+    status: JobStatus,
+    error: Option<String>,
+    indexed: i64,
+    deleted: i64,
+) {
+    let t = now();
+    let r = app
+        .stores
+        .connectors
+        .update(connector_id, |c| {
+            if c.deleted {
+                return Ok(Change::Keep(()));
+            }
+            c.sync_ended(job_type, status, error.as_deref(), indexed, deleted, t);
+            Ok(Change::Write(()))
+        })
+        .await;
+    if let Err(e) = r {
+        tracing::warn!(connector_id, "recording the sync end on the connector failed: {e}");
+    }
 }
 
 /// The run's session is gone: hand the job back (`pending`, checkpoint kept)
@@ -348,20 +371,43 @@ pub async fn release(app: &App, run: &JobRun, why: &str) -> Result<()> {
     run.drain_or_abandon(RELEASE_GRACE).await;
     flush_stats(app, run).await?;
     let t = now();
-    app.stores
+    let ended = app
+        .stores
         .jobs
         .update(&run.job_id, |job| {
             if job.ferry.lease_id.as_deref() != Some(run.lease_id.as_str()) {
-                return Ok(Change::Keep(()));
+                return Ok(Change::Keep(None));
             }
             release_doc(job, why, t);
-            Ok(Change::Write(()))
+            Ok(Change::Write(ended_summary(job)))
         })
         .await?;
     super::slot::give_back(app, &run.connector_id, &run.job_id).await;
+    if let Some((_, Some(e))) = ended {
+        connector_sync_ended(app, &run.connector_id, e.job_type, e.status, e.error, e.indexed, e.deleted).await;
+    }
     tracing::info!(job_id = %run.job_id, "job released for resume: {why}");
     crate::metrics::METRICS.jobs_released.inc();
     Ok(())
+}
+
+/// What the connector needs to know about a job that just became terminal.
+struct Ended {
+    job_type: JobType,
+    status: JobStatus,
+    error: Option<String>,
+    indexed: i64,
+    deleted: i64,
+}
+
+fn ended_summary(job: &SyncJobDoc) -> Option<Ended> {
+    job.status.is_terminal().then(|| Ended {
+        job_type: job.job_type,
+        status: job.status,
+        error: job.error.clone(),
+        indexed: job.indexed_document_count,
+        deleted: job.deleted_document_count,
+    })
 }
 
 fn release_doc(job: &mut SyncJobDoc, why: &str, t: crate::model::Timestamp) {
@@ -373,6 +419,7 @@ fn release_doc(job: &mut SyncJobDoc, why: &str, t: crate::model::Timestamp) {
         JobStatus::Canceling => {
             job.move_to(JobStatus::Canceled);
             job.canceled_at = Some(t);
+            job.completed_at = Some(t);
         }
         JobStatus::InProgress if job.ferry.attempts >= MAX_ATTEMPTS => {
             job.move_to(JobStatus::Error);
@@ -406,12 +453,13 @@ pub async fn fail_job(app: &App, job_id: &str, lease_id: &str, message: &str) ->
             job.move_to(JobStatus::Error);
             job.error = Some(message.to_owned());
             job.completed_at = Some(t);
-            Ok(Change::Write(Some(job.connector.id.clone())))
+            Ok(Change::Write(ended_summary(job).map(|e| (job.connector.id.clone(), e))))
         })
         .await?;
-    if let Some((_, Some(connector_id))) = updated {
+    if let Some((_, Some((connector_id, e)))) = updated {
         super::slot::give_back(app, &connector_id, job_id).await;
         crate::metrics::METRICS.jobs_finished.get_or_create(&crate::metrics::label("status", "error")).inc();
+        connector_sync_ended(app, &connector_id, e.job_type, e.status, e.error, e.indexed, e.deleted).await;
     }
     Ok(())
 }
@@ -455,11 +503,15 @@ pub async fn expire_leases(app: &App) -> Result<()> {
                 );
                 tracing::warn!(job_id = %job_id, "{why}");
                 release_doc(job, &why, t);
-                Ok(Change::Write(Some(job.connector.id.clone())))
+                Ok(Change::Write(Some((job.connector.id.clone(), ended_summary(job)))))
             })
             .await?;
-        if let Some((_, Some(connector_id))) = expired {
+        if let Some((_, Some((connector_id, ended)))) = expired {
             super::slot::give_back(app, &connector_id, &job_id).await;
+            if let Some(e) = ended {
+                connector_sync_ended(app, &connector_id, e.job_type, e.status, e.error, e.indexed, e.deleted)
+                    .await;
+            }
         }
     }
     Ok(())

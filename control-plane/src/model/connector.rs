@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{JobStatus, Timestamp};
+use super::{JobStatus, JobType, Timestamp};
 
 /// `status` of a connector. Moves only along the Connector Protocol's
 /// allowed transitions ([`ConnectorStatus::can_move_to`]).
@@ -150,6 +150,12 @@ pub struct ConnectorDoc {
     pub last_sync_scheduled_at: Option<Timestamp>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_incremental_sync_scheduled_at: Option<Timestamp>,
+    /// Access-control syncs keep their own bookkeeping, as in Elastic's
+    /// `Connector.sync_starts` / `sync_done`.
+    pub last_access_control_sync_status: Option<JobStatus>,
+    pub last_access_control_sync_error: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_access_control_sync_scheduled_at: Option<Timestamp>,
     pub deleted: bool,
     pub ferry: ConnectorFerry,
     #[serde(flatten)]
@@ -183,11 +189,13 @@ impl ConnectorDoc {
                 "incremental": {"enabled": false, "interval": "0 0 0 * * ?"},
                 "access_control": {"enabled": false, "interval": "0 0 0 * * ?"}
             }),
+            // Elastic's defaults: Python `PIPELINE_DEFAULT`, Kibana's
+            // `DEFAULT_PIPELINE_VALUES`.
             pipeline: serde_json::json!({
                 "name": "search-default-ingestion",
                 "extract_binary_content": true,
                 "reduce_whitespace": true,
-                "run_ml_inference": false
+                "run_ml_inference": true
             }),
             features: serde_json::json!({
                 "sync_rules": {"basic": {"enabled": true}, "advanced": {"enabled": true}},
@@ -196,6 +204,64 @@ impl ConnectorDoc {
             }),
             custom_scheduling: serde_json::json!({}),
             ..Default::default()
+        }
+    }
+
+    /// A sync of `job_type` was claimed: `last_sync_status` (or
+    /// `last_access_control_sync_status`) becomes `in_progress` with its
+    /// error cleared, as Elastic's `Connector.sync_starts` writes it (Elastic
+    /// uses it as a cross-instance lock; Kibana shows it).
+    pub fn sync_started(&mut self, job_type: JobType) {
+        match job_type {
+            JobType::AccessControl => {
+                self.last_access_control_sync_status = Some(JobStatus::InProgress);
+                self.last_access_control_sync_error = None;
+            }
+            JobType::Full | JobType::Incremental => {
+                self.last_sync_status = Some(JobStatus::InProgress);
+                self.last_sync_error = None;
+            }
+        }
+    }
+
+    /// A sync of `job_type` ended with `status` (terminal or suspended), as
+    /// Elastic's `Connector.sync_done` writes it: `last_synced`, the
+    /// per-type last status and error, the counts, and the connector's own
+    /// `status`: `error` with `error` set when the job failed, `connected`
+    /// with `error` cleared otherwise (moves the protocol forbids are not
+    /// made, e.g. a connector still `needs_configuration` stays so).
+    pub fn sync_ended(
+        &mut self,
+        job_type: JobType,
+        status: JobStatus,
+        error: Option<&str>,
+        indexed: i64,
+        deleted: i64,
+        at: Timestamp,
+    ) {
+        let error = match (status, error) {
+            (JobStatus::Error, None) => Some("unknown error".to_owned()),
+            (_, e) => e.map(str::to_owned),
+        };
+        match job_type {
+            JobType::AccessControl => {
+                self.last_access_control_sync_status = Some(status);
+                self.last_access_control_sync_error = error.clone();
+            }
+            JobType::Full | JobType::Incremental => {
+                self.last_sync_status = Some(status);
+                self.last_sync_error = error.clone();
+            }
+        }
+        self.last_synced = Some(at);
+        self.last_indexed_document_count = Some(indexed);
+        self.last_deleted_document_count = Some(deleted);
+        if status == JobStatus::Error {
+            if self.move_to(ConnectorStatus::Error) {
+                self.error = error;
+            }
+        } else if self.move_to(ConnectorStatus::Connected) {
+            self.error = None;
         }
     }
 
@@ -274,5 +340,43 @@ mod tests {
         let back = serde_json::to_value(&doc).unwrap();
         assert_eq!(back["some_future_field"]["a"], 1);
         assert_eq!(back["configuration"]["host"]["kibana_only"], 1);
+    }
+
+    #[test]
+    fn a_sync_marks_the_connector_as_elastics_service_does() {
+        let t = crate::model::now();
+        let mut c = ConnectorDoc { status: Connected, ..Default::default() };
+        c.sync_started(JobType::Full);
+        assert_eq!(c.last_sync_status, Some(JobStatus::InProgress));
+        assert_eq!(c.last_access_control_sync_status, None);
+        c.sync_ended(JobType::Full, JobStatus::Error, Some("source gone"), 3, 0, t);
+        assert_eq!((c.status, c.error.as_deref()), (Error, Some("source gone")));
+        assert_eq!(c.last_sync_status, Some(JobStatus::Error));
+        assert_eq!(c.last_sync_error.as_deref(), Some("source gone"));
+        assert_eq!((c.last_indexed_document_count, c.last_synced), (Some(3), Some(t)));
+        c.sync_started(JobType::Full);
+        assert_eq!((c.last_sync_status, c.last_sync_error.as_deref()), (Some(JobStatus::InProgress), None));
+        c.sync_ended(JobType::Full, JobStatus::Completed, None, 5, 1, t);
+        assert_eq!((c.status, c.error.as_deref()), (Connected, None));
+        assert_eq!(c.last_deleted_document_count, Some(1));
+        // A failure without a message still says something, as Elastic's "unknown error".
+        c.sync_ended(JobType::Full, JobStatus::Error, None, 0, 0, t);
+        assert_eq!(c.error.as_deref(), Some("unknown error"));
+    }
+
+    #[test]
+    fn access_control_syncs_keep_their_own_fields() {
+        let t = crate::model::now();
+        let mut c = ConnectorDoc { status: Configured, last_sync_status: Some(JobStatus::Completed), ..Default::default() };
+        c.sync_started(JobType::AccessControl);
+        assert_eq!(c.last_access_control_sync_status, Some(JobStatus::InProgress));
+        assert_eq!(c.last_sync_status, Some(JobStatus::Completed));
+        c.sync_ended(JobType::AccessControl, JobStatus::Canceled, None, 0, 0, t);
+        assert_eq!(c.last_access_control_sync_status, Some(JobStatus::Canceled));
+        assert_eq!(c.status, Connected);
+        let v = serde_json::to_value(&c).unwrap();
+        assert_eq!(v["last_access_control_sync_status"], "canceled");
+        assert!(v.as_object().unwrap().contains_key("sync_cursor"));
+        assert!(v.as_object().unwrap().contains_key("last_access_control_sync_scheduled_at"));
     }
 }

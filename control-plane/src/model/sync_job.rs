@@ -49,6 +49,55 @@ pub struct JobConnector {
     pub extra: serde_json::Map<String, Value>,
 }
 
+impl JobConnector {
+    /// The job's active filter `{rules, advanced_snippet, validation}`, read
+    /// from either shape a job document may carry: Elastic's (the filter
+    /// object itself, written by Elastic's Python service, Elasticsearch's
+    /// `POST _connector/_sync_job`, Kibana's Sync button, and Ferry) or the
+    /// connector's `[{domain, active, draft}]` list (jobs written by Ferry
+    /// before it wrote Elastic's shape). `None` when there is none.
+    pub fn active_filter(&self) -> Option<Value> {
+        active_filter_of(&self.filtering)
+    }
+
+    /// The snapshot's filter as a one-domain list, for the API's
+    /// `filtering` (same shape as the connector's).
+    pub fn filtering_as_list(&self) -> Value {
+        match self.active_filter() {
+            Some(f) => serde_json::json!([{"domain": DEFAULT_DOMAIN, "active": f}]),
+            None => serde_json::json!([]),
+        }
+    }
+}
+
+const DEFAULT_DOMAIN: &str = "DEFAULT";
+
+fn active_filter_of(filtering: &Value) -> Option<Value> {
+    match filtering {
+        Value::Array(domains) => domains
+            .iter()
+            .find(|d| d.get("domain").and_then(Value::as_str) == Some(DEFAULT_DOMAIN))
+            .or_else(|| domains.first())
+            .and_then(|d| d.get("active"))
+            .filter(|a| a.is_object())
+            .cloned(),
+        Value::Object(o) if o.contains_key("rules") || o.contains_key("advanced_snippet") => {
+            Some(filtering.clone())
+        }
+        _ => None,
+    }
+}
+
+/// The `connector.filtering` Elastic writes into a new job from the
+/// connector's `filtering` list: the DEFAULT domain's `active` filter
+/// (Python `Filtering.get_active_filter().transform_filtering()`), or
+/// `{"advanced_snippet": {}, "rules": []}` when the connector has none.
+pub fn job_filtering(connector_filtering: &Value) -> Value {
+    active_filter_of(connector_filtering)
+        .filter(|f| f.as_object().is_some_and(|o| !o.is_empty()))
+        .unwrap_or_else(|| serde_json::json!({"advanced_snippet": {}, "rules": []}))
+}
+
 /// Ferry's bookkeeping on a job: who holds it, where to resume.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default)]
@@ -117,5 +166,60 @@ impl SyncJobDoc {
         } else {
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn rule(id: &str) -> Value {
+        json!({"id": id, "policy": "include", "field": "genre", "rule": "equals", "value": "Rock", "order": 0})
+    }
+
+    #[test]
+    fn elastic_shaped_job_filtering_is_read() {
+        // As Elastic's Python service and Elasticsearch's Connector API write it.
+        let job: SyncJobDoc = serde_json::from_value(json!({
+            "connector": {"id": "c1", "index_name": "music", "filtering": {
+                "rules": [rule("r1")],
+                "advanced_snippet": {"value": {}, "created_at": "2024-01-01T00:00:00Z"},
+                "validation": {"state": "valid", "errors": []}
+            }},
+            "status": "pending", "job_type": "full", "trigger_method": "on_demand"
+        }))
+        .unwrap();
+        let f = job.connector.active_filter().unwrap();
+        assert_eq!(f["rules"][0]["id"], "r1");
+        assert_eq!(job.connector.filtering_as_list()[0]["active"]["rules"][0]["id"], "r1");
+    }
+
+    #[test]
+    fn list_shaped_job_filtering_is_read() {
+        let c = JobConnector {
+            filtering: json!([
+                {"domain": "OTHER", "active": {"rules": [rule("x")]}},
+                {"domain": "DEFAULT", "active": {"rules": [rule("r2")], "advanced_snippet": {}}, "draft": {"rules": []}}
+            ]),
+            ..Default::default()
+        };
+        assert_eq!(c.active_filter().unwrap()["rules"][0]["id"], "r2");
+    }
+
+    #[test]
+    fn no_filtering_reads_as_none_and_jobs_get_elastic_empty_filter() {
+        let c = JobConnector::default();
+        assert!(c.active_filter().is_none());
+        assert_eq!(job_filtering(&Value::Null), json!({"advanced_snippet": {}, "rules": []}));
+        assert_eq!(job_filtering(&json!([])), json!({"advanced_snippet": {}, "rules": []}));
+    }
+
+    #[test]
+    fn jobs_get_the_connectors_active_filter() {
+        let active = json!({"rules": [rule("r3")], "advanced_snippet": {"value": [{"tables": ["t"], "query": "SELECT 1"}]}, "validation": {"state": "valid", "errors": []}});
+        let connector = json!([{"domain": "DEFAULT", "active": active, "draft": {"rules": []}}]);
+        assert_eq!(job_filtering(&connector), active);
     }
 }

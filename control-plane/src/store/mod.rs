@@ -123,8 +123,15 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> DocStore<T> {
         }
     }
 
+    /// Deletes the documents matching `query` (the query itself, e.g.
+    /// `{"term": {...}}`; the client wraps it in `{"query": ...}`). A missing
+    /// index has nothing to delete.
     pub async fn delete_by_query(&self, query: &serde_json::Value) -> Result<u64> {
-        Ok(self.es.delete_by_query(self.index, query).await?)
+        match self.es.delete_by_query(self.index, query).await {
+            Ok(n) => Ok(n),
+            Err(EsError::NotFound { .. }) => Ok(0),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
