@@ -72,8 +72,11 @@ impl World {
         let admin = cp.admin_addr();
         let cert = pki.write_client_cert("agent-e")?;
         let agent = Agent::start(
-            AgentConfig::new(&cp.agents_url(), ClientTls { ca: pki.write_ca()?, cert: cert.cert, key: cert.key })
-                .connector("music", "postgresql"),
+            AgentConfig::new(
+                &cp.agents_url(),
+                ClientTls { ca: pki.write_ca()?, cert: cert.cert, key: cert.key },
+            )
+            .connector("music", "postgresql"),
         )?;
         Ok(World { grpc, pg, es, cp, agent, admin })
     }
@@ -294,11 +297,10 @@ async fn jobs_written_as_elastic_writes_them_run_with_their_rules_and_leave_the_
 
     // Exactly the rows the rule keeps.
     assert_eq!(w.es.count("music").await.unwrap() as i64, ROWS - JAZZ, "{}", w.logs());
-    let jazz = w
-        .es
-        .search("music", &json!({"query": {"term": {"public_album_genre": "Jazz"}}, "size": 0}))
-        .await
-        .unwrap();
+    let jazz =
+        w.es.search("music", &json!({"query": {"term": {"public_album_genre": "Jazz"}}, "size": 0}))
+            .await
+            .unwrap();
     assert_eq!(jazz["hits"]["total"]["value"], 0, "{jazz}");
     // The job as Kibana reads it.
     assert_time(&done, "completed_at");
@@ -319,7 +321,9 @@ async fn jobs_written_as_elastic_writes_them_run_with_their_rules_and_leave_the_
     assert_eq!(c["last_indexed_document_count"], ROWS - JAZZ, "{c}");
     assert_time(&c, "last_synced");
     let keys = c.as_object().unwrap();
-    for k in ["sync_cursor", "last_access_control_sync_status", "last_incremental_sync_scheduled_at", "pipeline"] {
+    for k in
+        ["sync_cursor", "last_access_control_sync_status", "last_incremental_sync_scheduled_at", "pipeline"]
+    {
         assert!(keys.contains_key(k), "connector without {k}: {c}");
     }
 

@@ -309,7 +309,8 @@ pub async fn finish(app: &App, run: &JobRun, finished: &proto::JobFinished) -> R
         .jobs_finished
         .get_or_create(&crate::metrics::label("status", status.as_str()))
         .inc();
-    connector_sync_ended(app, &run.connector_id, job_type, status, error, indexed_count, deleted as i64).await;
+    connector_sync_ended(app, &run.connector_id, job_type, status, error, indexed_count, deleted as i64)
+        .await;
     Ok(())
 }
 
@@ -384,7 +385,8 @@ pub async fn release(app: &App, run: &JobRun, why: &str) -> Result<()> {
         .await?;
     super::slot::give_back(app, &run.connector_id, &run.job_id).await;
     if let Some((_, Some(e))) = ended {
-        connector_sync_ended(app, &run.connector_id, e.job_type, e.status, e.error, e.indexed, e.deleted).await;
+        connector_sync_ended(app, &run.connector_id, e.job_type, e.status, e.error, e.indexed, e.deleted)
+            .await;
     }
     tracing::info!(job_id = %run.job_id, "job released for resume: {why}");
     crate::metrics::METRICS.jobs_released.inc();

@@ -367,7 +367,11 @@ mod tests {
     #[test]
     fn access_control_syncs_keep_their_own_fields() {
         let t = crate::model::now();
-        let mut c = ConnectorDoc { status: Configured, last_sync_status: Some(JobStatus::Completed), ..Default::default() };
+        let mut c = ConnectorDoc {
+            status: Configured,
+            last_sync_status: Some(JobStatus::Completed),
+            ..Default::default()
+        };
         c.sync_started(JobType::AccessControl);
         assert_eq!(c.last_access_control_sync_status, Some(JobStatus::InProgress));
         assert_eq!(c.last_sync_status, Some(JobStatus::Completed));
