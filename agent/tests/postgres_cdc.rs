@@ -93,21 +93,25 @@ impl ChangeSink for Collect {
         }
         s.acked.clone()
     }
-    fn progress(&mut self, metadata: serde_json::Map<String, Value>) {
+    async fn progress(&mut self, metadata: serde_json::Map<String, Value>) -> Result<(), SyncStopped> {
         let mut s = self.0.lock().unwrap();
         for (k, v) in metadata {
             s.metadata.insert(k, v);
         }
+        Ok(())
     }
 }
 
-fn config(pg: &PgCluster, tables: &str) -> PostgresConfig {
+fn values(pg: &PgCluster, tables: &str) -> ConfigValues {
     let v = json!({
         "host": pg.host(), "port": pg.port(), "username": pg.superuser(), "password": pg.password(),
         "database": DB, "schema": "public", "tables": tables,
     });
-    let values: ConfigValues = v.as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    PostgresConfig::from_values(&values).unwrap()
+    v.as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+fn config(pg: &PgCluster, tables: &str) -> PostgresConfig {
+    PostgresConfig::from_values(&values(pg, tables)).unwrap()
 }
 
 async fn logical_cluster(sql: &str) -> PgCluster {
@@ -360,4 +364,37 @@ async fn a_server_without_logical_replication_gets_the_fix() {
         .unwrap()
         .unwrap_err();
     assert!(err.to_string().contains("WITH REPLICATION"), "{err}");
+}
+
+/// The source as the agent runtime sees it: it announces incremental jobs,
+/// and deleting the connector (`release_connector`) drops its slot and
+/// publication, also while a stream still holds the slot.
+#[tokio::test]
+async fn the_source_announces_incremental_and_release_drops_slot_and_publication() {
+    use ferry_sdk::{JobKind, Source};
+    let source = ferry_agent::postgres::PostgresSource::new();
+    assert!(source.capabilities().job_kinds.contains(&JobKind::Incremental));
+    assert!(source.capabilities().job_kinds.contains(&JobKind::Full));
+
+    let pg = logical_cluster(ITEMS).await;
+    let cfg = config(&pg, "items");
+    let sink = Collect::default();
+    let cancel = CancellationToken::new();
+    let job = spawn(cfg.clone(), None, Mode::Continuous, sink.clone(), cancel.clone());
+    wait_for("the snapshot", || sink.count() >= 2).await;
+    let c = pg.client(DB).await.unwrap();
+    let count = |sql: &'static str| {
+        let c = &c;
+        async move { c.query(sql, &[]).await.unwrap().len() }
+    };
+    assert_eq!(count("SELECT 1 FROM pg_replication_slots WHERE active").await, 1);
+    assert_eq!(count("SELECT 1 FROM pg_publication").await, 1);
+    source.release_connector(CONNECTOR, &values(&pg, "items")).await.unwrap();
+    assert_eq!(count("SELECT 1 FROM pg_replication_slots").await, 0);
+    assert_eq!(count("SELECT 1 FROM pg_publication").await, 0);
+    // The stream lost its session: the job ends with an error (or canceled), never hangs.
+    let ended = tokio::time::timeout(Duration::from_secs(30), job).await.expect("the job ended");
+    assert!(ended.unwrap().is_err());
+    // Releasing again is fine (nothing left).
+    source.release_connector(CONNECTOR, &values(&pg, "items")).await.unwrap();
 }

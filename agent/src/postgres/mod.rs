@@ -18,9 +18,23 @@
 //!   float precision, and no statement / idle-in-transaction timeouts (the
 //!   reader legitimately idles inside its transaction while Elasticsearch is
 //!   slow).
-//! - **Job kinds**: full syncs only for now (`capabilities`); incremental and access-control
-//!   jobs fail with a configuration error that says so.
-//! - **Metadata** on the job: `rows_read`, `rows_per_table`, `skipped_tables`,
+//! - **Job kinds** (`capabilities`): full and incremental. An incremental
+//!   job streams logical replication ([`cdc`]): it starts at the job's own
+//!   checkpoint, else the connector's `sync_cursor` (none: an exported
+//!   snapshot of every table first), and in `Drain` mode completes once it
+//!   applied what was there at start, in `Continuous` mode streams until
+//!   canceled. The slot is confirmed only up to what the control plane
+//!   acknowledged ([`cdc::sender`]). Incremental jobs refuse sync rules
+//!   (`Unsupported`); access-control jobs are `Unsupported`.
+//! - **Tables without a primary key** are not streamed either (no document
+//!   id, whatever their `REPLICA IDENTITY`): listed with the reason in
+//!   `skipped_tables`.
+//! - **Deleting the connector** (`release_connector`) drops its replication
+//!   slot and publication.
+//! - **Metadata** on the job: `rows_read`, `rows_per_table`, `skipped_tables`;
+//!   incremental jobs also `snapshot_rows`, `changes_sent`, `deletes_sent`,
+//!   `lsn`, and while running (`JobProgress`) `changes_applied`, `lag_bytes`,
+//!   `lag_seconds`, `last_commit_time`, `confirmed_lsn`, `slot`;
 //!   `unrepresentable_values` (values sent as null, see [`types`]).
 
 pub mod catalog;
@@ -38,8 +52,8 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use ferry_sdk::{
-    ConfigFieldSpec, ConfigValues, DocumentSender, Job, JobKind, RuleError, Source, SourceCapabilities,
-    SourceError, SyncRules, SyncStopped,
+    ConfigFieldSpec, ConfigValues, DocumentSender, IncrementalMode, Job, JobKind, RuleError, Source,
+    SourceCapabilities, SourceError, SyncRules, SyncStopped,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -70,7 +84,11 @@ impl Source for PostgresSource {
     }
 
     fn capabilities(&self) -> SourceCapabilities {
-        SourceCapabilities { job_kinds: vec![JobKind::Full], basic_rules: true, advanced_rules: true }
+        SourceCapabilities {
+            job_kinds: vec![JobKind::Full, JobKind::Incremental],
+            basic_rules: true,
+            advanced_rules: true,
+        }
     }
 
     async fn validate(&self, values: &ConfigValues) -> Result<(), SourceError> {
@@ -84,18 +102,26 @@ impl Source for PostgresSource {
     }
 
     async fn sync(&self, job: &Job, out: &mut DocumentSender) -> Result<(), SourceError> {
+        let cfg = PostgresConfig::from_values(&job.config)?;
         match job.kind {
-            JobKind::Full => {}
-            JobKind::Incremental | JobKind::AccessControl => {
-                return Err(SourceError::Configuration(
-                    "incremental sync is not supported by the PostgreSQL source yet; run a full sync"
+            JobKind::Full => {
+                full_sync_with_rules(&cfg, &job.rules, job.resume_checkpoint.as_deref(), &job.cancel, out)
+                    .await?;
+            }
+            JobKind::Incremental => incremental(&cfg, job, out).await?,
+            JobKind::AccessControl => {
+                return Err(SourceError::Unsupported(
+                    "the PostgreSQL source has no document-level security: it runs no access-control syncs"
                         .to_owned(),
                 ))
             }
         }
-        let cfg = PostgresConfig::from_values(&job.config)?;
-        full_sync_with_rules(&cfg, &job.rules, job.resume_checkpoint.as_deref(), &job.cancel, out).await?;
         Ok(())
+    }
+
+    async fn release_connector(&self, connector_id: &str, config: &ConfigValues) -> Result<(), SourceError> {
+        let cfg = PostgresConfig::from_values(config)?;
+        cdc::release(&cfg, connector_id).await
     }
 
     async fn validate_rules(&self, values: &ConfigValues, rules: &SyncRules) -> Vec<RuleError> {
@@ -118,6 +144,36 @@ impl Source for PostgresSource {
         };
         rules::validate(&client, &cfg.schema, &tables, rules).await
     }
+}
+
+/// One incremental job (logical replication, [`cdc`]): from the job's start
+/// position (its own checkpoint, else the connector's `sync_cursor`), in the
+/// job's mode, into `out`.
+async fn incremental(cfg: &PostgresConfig, job: &Job, out: &mut DocumentSender) -> Result<(), SourceError> {
+    if !job.rules.is_empty() {
+        return Err(SourceError::Unsupported(
+            "incremental sync does not apply sync rules yet: remove the connector's sync rules or run full syncs"
+                .to_owned(),
+        ));
+    }
+    let mode = match job.mode {
+        IncrementalMode::Drain => cdc::Mode::Drain,
+        IncrementalMode::Continuous => cdc::Mode::Continuous,
+    };
+    let req = cdc::IncrementalRequest {
+        cfg,
+        connector_id: &job.connector_id,
+        cursor: job.start_position(),
+        mode,
+        cancel: &job.cancel,
+    };
+    let mut sink = cdc::sender::SenderSink::new(out);
+    let report = cdc::incremental_sync(req, &mut sink).await?;
+    out.set_metadata("snapshot_rows", json!(report.snapshot_rows));
+    out.set_metadata("changes_sent", json!(report.changes));
+    out.set_metadata("deletes_sent", json!(report.deletes));
+    out.set_metadata("lsn", json!(report.lsn));
+    Ok(())
 }
 
 /// Where documents go: the SDK's [`DocumentSender`] in the agent, a

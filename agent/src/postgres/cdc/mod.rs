@@ -43,6 +43,7 @@
 //!   canceled.
 
 pub mod pgoutput;
+pub mod sender;
 pub mod values;
 pub mod wire;
 
@@ -114,7 +115,7 @@ pub trait ChangeSink: DocumentSink {
     /// The checkpoint of the acknowledged prefix (the latest), if any.
     fn acknowledged(&mut self) -> Option<Vec<u8>>;
     /// Stats for the job (rate-limited by the runtime).
-    fn progress(&mut self, metadata: serde_json::Map<String, Value>);
+    async fn progress(&mut self, metadata: serde_json::Map<String, Value>) -> Result<(), SyncStopped>;
 }
 
 /// How long an incremental job runs.
@@ -662,7 +663,7 @@ impl Stream<'_> {
                     slot_lag = self.slot_lag().await;
                 }
                 let p = self.progress(slot_lag);
-                sink.progress(p);
+                sink.progress(p).await?;
             }
         }
     }
@@ -706,7 +707,7 @@ impl Stream<'_> {
         self.take_acks(sink);
         let lag = self.slot_lag().await;
         let p = self.progress(lag);
-        sink.progress(p);
+        sink.progress(p).await?;
         let confirm = self.confirmable();
         flush.store(confirm, Ordering::Relaxed);
         status_cancel.cancel();
