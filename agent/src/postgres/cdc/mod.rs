@@ -533,6 +533,7 @@ async fn read_snapshot<S: ChangeSink + ?Sized>(
     let mut check = super::ids::CollisionCheck::default();
     for info in tables {
         let plan = TablePlan::new(&ctx, info.clone())?;
+        sink.describe(&plan.schema()).await?;
         let mut reader = TableReader::open_in_snapshot(client, &plan, None, Some(snapshot)).await?;
         loop {
             let doc = tokio::select! {
