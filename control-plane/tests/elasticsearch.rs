@@ -366,3 +366,86 @@ fn bulk_indexer_is_cheap_to_share() {
     shareable::<BulkIndexer>();
     shareable::<EsClient>();
 }
+
+/// A missing index is created typed: Elastic's content index settings and dynamic template,
+/// `_meta.ferry.typed`; described fields are then added (never changed), and values of those
+/// types index, while what Elasticsearch documents as rejected (NaN in a double, `infinity` in a
+/// date) is rejected — which is why the agent sends such values as null.
+#[tokio::test]
+async fn ferry_creates_typed_content_indices_and_adds_described_fields() {
+    use ferry_control_plane::elasticsearch::mapping::{additions, TypedIndex};
+    use ferry_sdk::{FieldKind, FieldSpec};
+    let osmem = Osmem::start().unwrap();
+    let es = client(osmem.url());
+    let idx = "search-typed";
+    ensure_index(&es, idx).await.unwrap();
+    ensure_index(&es, idx).await.unwrap(); // idempotent
+    let got = osmem.request(reqwest::Method::GET, &format!("{idx}/_mapping"), None).await.unwrap();
+    let m = &got[idx]["mappings"];
+    assert_eq!(m["_meta"]["ferry"]["typed"], json!(true), "{got}");
+    assert_eq!(m["_meta"]["ferry"]["json_type"], json!("flat_object"), "osmem is OpenSearch: {got}");
+    assert_eq!(m["dynamic_templates"][0]["data"]["mapping"]["type"], "text", "{got}");
+    assert_eq!(m["properties"][GENERATION_FIELD]["type"], "long", "{got}");
+    assert_eq!(m["properties"]["id"]["type"], "keyword", "{got}");
+    let settings = osmem.request(reqwest::Method::GET, &format!("{idx}/_settings"), None).await.unwrap();
+    let analysis = &settings[idx]["settings"]["index"]["analysis"];
+    assert!(analysis["analyzer"]["iq_text_base"].is_object(), "{settings}");
+
+    let typed = TypedIndex::from_mapping(&es.get_mapping(idx).await.unwrap()).expect("typed");
+    let f = |name: &str, kind| FieldSpec { name: name.into(), kind, array: false, source_type: "t".into() };
+    let fields = vec![
+        f("amount", FieldKind::Decimal { precision: 38, scale: 10 }),
+        f("price", FieldKind::Decimal { precision: 12, scale: 4 }),
+        f("ratio", FieldKind::Double),
+        f("at", FieldKind::Date),
+        f("doc", FieldKind::Object),
+        f("name", FieldKind::Text),
+    ];
+    let (add, conflicts) = additions(&typed, &fields);
+    assert!(conflicts.is_empty());
+    es.put_mapping(idx, &json!({ "properties": add })).await.unwrap();
+    let m = es.get_mapping(idx).await.unwrap();
+    assert_eq!(m["properties"]["amount"]["type"], "double", "{m}");
+    assert_eq!(m["properties"]["amount"]["fields"]["exact"]["type"], "keyword", "{m}");
+    assert_eq!(m["properties"]["price"]["type"], "double", "{m}");
+    assert_eq!(m["properties"]["at"]["type"], "date", "{m}");
+    assert_eq!(m["properties"]["doc"]["type"], "flat_object", "{m}");
+    assert_eq!(m["properties"]["name"]["fields"]["enum"]["type"], "keyword", "{m}");
+    // Described again with one type changed: nothing is changed, the conflict is reported.
+    let again = TypedIndex::from_mapping(&m).unwrap();
+    let (add, conflicts) = additions(&again, &[f("ratio", FieldKind::Text), f("new", FieldKind::Long)]);
+    assert_eq!(add.keys().collect::<Vec<_>>(), ["new"]);
+    assert_eq!(conflicts.len(), 1);
+
+    let batch = vec![
+        BulkDoc::index("ok".into(), Bytes::from_static(br#"{"amount":12345678901234567890.1234567890,"ratio":0.5,"at":"2024-01-02T03:04:05.123456+00:00","doc":{"k":[1,{"z":null}]},"name":"Hello"}"#)),
+        BulkDoc::index("nan".into(), Bytes::from_static(br#"{"ratio":"NaN"}"#)),
+        BulkDoc::index("inf".into(), Bytes::from_static(br#"{"at":"infinity"}"#)),
+        BulkDoc::index("nulls".into(), Bytes::from_static(br#"{"ratio":null,"at":null,"_ferry_original":{"ratio":"NaN","at":"infinity"}}"#)),
+    ];
+    let o = BulkIndexer::new(es.clone(), fast_retries()).index_batch(idx, &batch, b"").await.unwrap();
+    assert_eq!((o.indexed, o.failed), (2, 2), "{o:?}");
+    let mut rejected: Vec<&str> = o.failures.iter().map(|f| f.id.as_str()).collect();
+    rejected.sort();
+    assert_eq!(rejected, ["inf", "nan"]);
+    let exact = json!({"term": {"amount.exact": "12345678901234567890.1234567890"}});
+    assert_eq!(es.count(idx, Some(&exact)).await.unwrap(), 1);
+}
+
+/// An index the user created is never marked typed, so described fields are never added to it.
+#[tokio::test]
+async fn a_user_index_is_not_typed() {
+    use ferry_control_plane::elasticsearch::mapping::TypedIndex;
+    let osmem = Osmem::start().unwrap();
+    let es = client(osmem.url());
+    osmem
+        .request(
+            reqwest::Method::PUT,
+            "mine",
+            Some(&json!({"mappings": {"properties": {"a": {"type": "keyword"}}}})),
+        )
+        .await
+        .unwrap();
+    ensure_index(&es, "mine").await.unwrap();
+    assert!(TypedIndex::from_mapping(&es.get_mapping("mine").await.unwrap()).is_none());
+}

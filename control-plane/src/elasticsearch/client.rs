@@ -504,6 +504,13 @@ impl EsClient {
         })
     }
 
+    /// `GET /{index}/_mapping`: the `mappings` of the (first) index it names.
+    pub async fn get_mapping(&self, index: &str) -> Result<serde_json::Value, EsError> {
+        let resp = self.send(Method::GET, &[index, "_mapping"], &[], None).await?;
+        let all: serde_json::Map<String, serde_json::Value> = resp.ok()?.json()?;
+        Ok(all.into_iter().next().map(|(_, v)| v["mappings"].clone()).unwrap_or_default())
+    }
+
     /// `PUT /{index}/_mapping` with `{"properties": ...}` (adds fields; existing ones must agree).
     pub async fn put_mapping(&self, index: &str, body: &serde_json::Value) -> Result<(), EsError> {
         let body = to_json(body)?;

@@ -32,15 +32,17 @@ fn generation_mapping() -> serde_json::Value {
 
 /// Makes sure `index` exists and maps [`GENERATION_FIELD`] as `long`.
 ///
-/// A missing index is created with no mappings but ours (dynamic mapping does the rest). An
-/// existing one — possibly pre-created by the user with their own mappings, analyzers, even
+/// A missing index is created as a typed content index ([`super::mapping::content_index_body`]:
+/// Elastic's content index settings and dynamic template, `_meta.ferry.typed`); the fields agents
+/// describe are mapped later, as their `DocumentSchema` arrives. An existing one — possibly pre-created by the user with their own mappings, analyzers, even
 /// `"dynamic": "strict"` — keeps everything it has: we only add our field with `_mapping`, which
 /// is additive. Fails if the index already maps the field with another type.
 pub async fn ensure_index(client: &EsClient, index: &str) -> Result<(), EsError> {
     if !client.index_exists(index).await? {
         // Another control plane may create it between the check and here: `create_index`
         // treats "already exists" as success.
-        client.create_index(index, &json!({ "mappings": generation_mapping() })).await?;
+        let version = super::version::handshake(client).await?;
+        client.create_index(index, &super::mapping::content_index_body(version.distribution)).await?;
     }
     client.put_mapping(index, &generation_mapping()).await
 }

@@ -16,6 +16,7 @@ pub mod bulk;
 pub mod client;
 pub mod error;
 pub mod index;
+pub mod mapping;
 pub mod version;
 
 pub use bulk::{BulkConfig, BulkDoc, BulkIndexer, BulkOp, BulkOutcome, ItemFailure};
