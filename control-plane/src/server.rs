@@ -66,7 +66,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     let es = EsClient::new(&es_cfg)?;
     let version = handshake(&es).await?;
     tracing::info!(url = %config.elasticsearch.url, version = ?version, "search server accepted");
-    crate::store::indices::ensure_state_indices(&es).await?;
+    crate::store::indices::ensure_state_indices(&es, version.distribution).await?;
     let bulk = BulkIndexer::new(
         es.clone(),
         BulkConfig { max_request_bytes: config.elasticsearch.bulk_max_bytes as usize, ..Default::default() },

@@ -14,6 +14,8 @@
 //!   `connected`;
 //! - `DeleteConnector {delete_sync_jobs: true}` removes the jobs and the
 //!   connector and answers OK, also when retried;
+//! - the agent's capabilities are written into `features`; a job Elastic's
+//!   service left `suspended` is resumed;
 //! - a connector created through Ferry gets Elastic's pipeline defaults.
 
 use std::time::Duration;
@@ -191,7 +193,7 @@ fn connector_doc(pg: &PgCluster) -> Value {
         "api_key_id": null, "api_key_secret_id": null,
         "configuration": configuration(pg, "music"),
         "custom_scheduling": {}, "description": null, "error": null,
-        "features": {"sync_rules": {"advanced": {"enabled": true}, "basic": {"enabled": true}},
+        "features": {"sync_rules": {"advanced": {"enabled": false}, "basic": {"enabled": false}},
                      "incremental_sync": {"enabled": false}, "document_level_security": {"enabled": false}},
         "filtering": [{"domain": "DEFAULT", "active": active_filter(), "draft": active_filter()}],
         "index_name": "music", "is_native": false, "language": null,
@@ -279,6 +281,17 @@ async fn jobs_written_as_elastic_writes_them_run_with_their_rules_and_leave_the_
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", w.logs()));
 
+    // The serving agent's capabilities reach `features` (Kibana shows the
+    // sync-rule editors from it).
+    let c = wait_until("features from the agent", Duration::from_secs(30), || async {
+        let c = w.raw(CONNECTORS, "music").await?;
+        Ok((c["features"]["sync_rules"]["basic"]["enabled"] == true).then_some(c))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", w.logs()));
+    assert_eq!(c["features"]["sync_rules"]["advanced"]["enabled"], true, "{c}");
+    assert_eq!(c["features"]["document_level_security"]["enabled"], false, "{c}");
+
     // 1. A job written by Elastic's Python service, held running by a lock.
     let lock = w.lock_albums().await.unwrap();
     w.put_raw(JOBS, "py-job-1", &python_job(&w.pg, "music")).await.unwrap();
@@ -361,12 +374,22 @@ async fn jobs_written_as_elastic_writes_them_run_with_their_rules_and_leave_the_
     assert_eq!((c["status"].clone(), c["error"].clone()), (json!("connected"), Value::Null), "{c}");
     assert_eq!(w.es.count("music").await.unwrap() as i64, ROWS - JAZZ);
 
+    // A job Elastic's service left `suspended` (it stopped mid-sync) is
+    // resumed and completed.
+    let mut suspended = python_job(&w.pg, "music");
+    suspended["status"] = json!("suspended");
+    suspended["started_at"] = suspended["created_at"].clone();
+    suspended["worker_hostname"] = json!("elastic-connectors-1");
+    w.put_raw(JOBS, "py-job-5", &suspended).await.unwrap();
+    let resumed = w.wait_job("py-job-5", "completed").await.unwrap_or_else(|e| panic!("{e}\n{}", w.logs()));
+    assert_eq!(resumed["indexed_document_count"], ROWS - JAZZ, "{resumed}");
+
     // 5. DeleteConnector with its jobs: OK, and OK again when retried.
     let del = w
         .call(&format!("{C}/DeleteConnector"), json!({"connector_id": "music", "delete_sync_jobs": true}))
         .await
         .unwrap_or_else(|e| panic!("{e:#}\n{}", w.logs()));
-    assert_eq!(json_i64(&del["deletedSyncJobs"]), 4, "{del}");
+    assert_eq!(json_i64(&del["deletedSyncJobs"]), 5, "{del}");
     assert_eq!(w.raw(CONNECTORS, "music").await.unwrap()["deleted"], true);
     w.es.refresh(JOBS).await.unwrap();
     let left = w.es.search(JOBS, &json!({"query": {"term": {"connector.id": "music"}}})).await.unwrap();

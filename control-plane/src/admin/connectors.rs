@@ -222,6 +222,7 @@ impl Connectors {
                     match job_type {
                         "full" => c.last_sync_scheduled_at = Some(t),
                         "incremental" => c.last_incremental_sync_scheduled_at = Some(t),
+                        "access_control" => c.last_access_control_sync_scheduled_at = Some(t),
                         _ => {}
                     }
                 }

@@ -86,6 +86,9 @@ async fn reconcile(app: &App, session: &AgentSession, offer: &Offer) -> Result<(
             if c.service_type.is_none() {
                 c.service_type = Some(offer.service_type.clone());
             }
+            if let Some(f) = &offer.features {
+                f.write_into(&mut c.features);
+            }
             if c.status == ConnectorStatus::Created {
                 c.move_to(ConnectorStatus::NeedsConfiguration);
             }

@@ -18,6 +18,8 @@ pub struct Offer {
     pub connector_id: String,
     pub service_type: String,
     pub schema: std::collections::BTreeMap<String, ConfigEntry>,
+    /// What the agent's source supports (`None`: an agent too old to say).
+    pub features: Option<crate::model::connector::Features>,
 }
 
 pub type Outbound = mpsc::Sender<Result<proto::ControlMessage, tonic::Status>>;

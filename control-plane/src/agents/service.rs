@@ -142,7 +142,12 @@ fn validate_hello(hello: &proto::Hello) -> Result<Vec<Offer>, Status> {
                 .iter()
                 .map(|(k, f)| (k.clone(), crate::admin::convert::config_entry_from_proto(f)))
                 .collect::<std::collections::BTreeMap<String, ConfigEntry>>();
-            Ok(Offer { connector_id: c.connector_id.clone(), service_type: c.service_type.clone(), schema })
+            Ok(Offer {
+                connector_id: c.connector_id.clone(),
+                service_type: c.service_type.clone(),
+                schema,
+                features: c.capabilities.as_ref().map(crate::model::connector::Features::from_capabilities),
+            })
         })
         .collect()
 }

@@ -55,7 +55,9 @@ async fn dispatch_once(app: &App) -> Result<()> {
         .jobs
         .search(&serde_json::json!({
             "size": 100,
-            "query": {"term": {"status": "pending"}},
+            // `suspended`: left by Elastic's service when it stopped mid-sync;
+            // it resumes them as pending work, and so do we.
+            "query": {"terms": {"status": ["pending", "suspended"]}},
             "sort": [{"created_at": {"order": "asc"}}]
         }))
         .await?;

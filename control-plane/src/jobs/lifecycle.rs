@@ -40,7 +40,7 @@ pub async fn claim_and_assign(app: &App, session: &Arc<AgentSession>, job_id: &s
         .stores
         .jobs
         .update(job_id, |job| {
-            if job.status != JobStatus::Pending {
+            if !matches!(job.status, JobStatus::Pending | JobStatus::Suspended) {
                 return Ok(Change::Keep(false));
             }
             let t = now();

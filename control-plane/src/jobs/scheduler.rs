@@ -1,13 +1,16 @@
 //! Scheduled syncs.
 //!
 //! Each connector has a schedule per job type (`scheduling.full`,
-//! `scheduling.incremental`): a Quartz cron expression in UTC. Unlike
+//! `scheduling.incremental`, `scheduling.access_control` — the last only
+//! when `features.document_level_security` is enabled): a Quartz cron
+//! expression in UTC. Unlike
 //! Elastic's service, the seconds field is honoured: `*/10 * * * * ?` runs
 //! every ten seconds.
 //!
 //! Every control plane runs this loop. A run is due when the schedule has a
 //! fire time after the connector's `last_sync_scheduled_at`
-//! (`last_incremental_sync_scheduled_at`) that is not in the future. The
+//! (`last_incremental_sync_scheduled_at`, `last_access_control_sync_scheduled_at`)
+//! that is not in the future. The
 //! instance that moves that field forward with an optimistic-concurrency
 //! write (`DocStore::update`, which re-reads and re-decides after losing a
 //! race) is the one that creates the job, so with several control planes a
@@ -69,7 +72,8 @@ pub fn schedule_of(c: &ConnectorDoc, job_type: JobType) -> Option<Interval> {
 pub fn last_scheduled(c: &mut ConnectorDoc, job_type: JobType) -> &mut Option<Timestamp> {
     match job_type {
         JobType::Incremental => &mut c.last_incremental_sync_scheduled_at,
-        _ => &mut c.last_sync_scheduled_at,
+        JobType::AccessControl => &mut c.last_access_control_sync_scheduled_at,
+        JobType::Full => &mut c.last_sync_scheduled_at,
     }
 }
 
@@ -107,8 +111,16 @@ async fn schedule_once(app: &App) -> Result<()> {
         .await?;
     let t = now();
     for hit in res.hits {
-        for job_type in [JobType::Full, JobType::Incremental] {
+        for job_type in [JobType::Full, JobType::Incremental, JobType::AccessControl] {
             let mut c = hit.source.clone();
+            // As Elastic's service: access-control syncs only for sources
+            // with document-level security.
+            if job_type == JobType::AccessControl
+                && c.features.pointer("/document_level_security/enabled")
+                    != Some(&serde_json::Value::Bool(true))
+            {
+                continue;
+            }
             let Some(schedule) = schedule_of(&c, job_type) else { continue };
             let observed = *last_scheduled(&mut c, job_type);
             if observed.is_none() {

@@ -89,6 +89,52 @@ pub fn is_empty_value(v: &Value) -> bool {
     }
 }
 
+/// What a source supports, as the connector's `features` says it to Kibana
+/// (which shows sync-rule editors and job types from it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Features {
+    pub basic_rules: bool,
+    pub advanced_rules: bool,
+    pub incremental_sync: bool,
+    pub document_level_security: bool,
+}
+
+impl Features {
+    pub fn from_capabilities(c: &ferry_sdk::proto::SourceCapabilities) -> Self {
+        use ferry_sdk::proto::JobType;
+        let has = |t: JobType| c.job_types.contains(&(t as i32));
+        Features {
+            basic_rules: c.basic_rules,
+            advanced_rules: c.advanced_rules,
+            incremental_sync: has(JobType::Incremental),
+            document_level_security: has(JobType::AccessControl),
+        }
+    }
+
+    /// Writes these into a connector's `features`, keeping keys Ferry does
+    /// not manage (Elastic's service likewise rewrites `features` from the
+    /// source when they differ, at every start). Idempotent.
+    pub fn write_into(&self, features: &mut Value) {
+        if !features.is_object() {
+            *features = serde_json::json!({});
+        }
+        let set = |v: &mut Value, path: &[&str], on: bool| {
+            let mut cur = v;
+            for k in path {
+                if !cur.get(*k).is_some_and(Value::is_object) {
+                    cur[*k] = serde_json::json!({});
+                }
+                cur = &mut cur[*k];
+            }
+            cur["enabled"] = Value::Bool(on);
+        };
+        set(features, &["sync_rules", "basic"], self.basic_rules);
+        set(features, &["sync_rules", "advanced"], self.advanced_rules);
+        set(features, &["incremental_sync"], self.incremental_sync);
+        set(features, &["document_level_security"], self.document_level_security);
+    }
+}
+
 /// Ferry's bookkeeping on a connector.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default)]
@@ -382,5 +428,25 @@ mod tests {
         assert_eq!(v["last_access_control_sync_status"], "canceled");
         assert!(v.as_object().unwrap().contains_key("sync_cursor"));
         assert!(v.as_object().unwrap().contains_key("last_access_control_sync_scheduled_at"));
+    }
+
+    #[test]
+    fn features_follow_the_agents_capabilities_and_keep_other_keys() {
+        use ferry_sdk::proto::{JobType as P, SourceCapabilities};
+        let caps = SourceCapabilities {
+            job_types: vec![P::Full as i32, P::Incremental as i32],
+            basic_rules: true,
+            advanced_rules: false,
+        };
+        let mut v = serde_json::json!({"native_connector_api_keys": {"enabled": true}, "sync_rules": {"basic": {"enabled": false}}});
+        Features::from_capabilities(&caps).write_into(&mut v);
+        assert_eq!(v["sync_rules"]["basic"]["enabled"], true);
+        assert_eq!(v["sync_rules"]["advanced"]["enabled"], false);
+        assert_eq!(v["incremental_sync"]["enabled"], true);
+        assert_eq!(v["document_level_security"]["enabled"], false);
+        assert_eq!(v["native_connector_api_keys"]["enabled"], true);
+        let before = v.clone();
+        Features::from_capabilities(&caps).write_into(&mut v);
+        assert_eq!(v, before);
     }
 }
