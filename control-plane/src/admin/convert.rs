@@ -191,6 +191,9 @@ pub fn sync_job_from(id: &str, j: &SyncJobDoc) -> proto::SyncJob {
     metadata.insert("documents_per_attempt".into(), serde_json::json!(j.ferry.documents_per_attempt));
     metadata.insert("docs_per_second".into(), serde_json::json!(j.ferry.docs_per_second));
     metadata.insert("rejected_document_count".into(), j.ferry.rejected_document_count.into());
+    if j.job_type == JobType::Incremental {
+        metadata.insert("continuous".into(), j.ferry.continuous.into());
+    }
     if !j.ferry.rejections.is_empty() {
         metadata.insert("rejections".into(), serde_json::Value::Array(j.ferry.rejections.clone()));
     }

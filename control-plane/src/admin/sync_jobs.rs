@@ -36,7 +36,13 @@ impl SyncJobs {
                 ))
             }
         };
-        create_job(&self.app, &r.connector_id, job_type, TriggerMethod::OnDemand).await
+        if r.continuous && job_type != JobType::Incremental {
+            return Err(Error::invalid(
+                "continuous",
+                "only an incremental job (JOB_TYPE_INCREMENTAL) can be continuous",
+            ));
+        }
+        create_job(&self.app, &r.connector_id, job_type, TriggerMethod::OnDemand, r.continuous).await
     }
 
     async fn get(&self, id: &str) -> Result<Versioned<SyncJobDoc>> {
@@ -128,12 +134,14 @@ impl SyncJobs {
 }
 
 /// Creates a pending job of `job_type` for the connector, with a snapshot of
-/// the connector (configuration, filtering, pipeline...).
+/// the connector (configuration, filtering, pipeline, sync_cursor...).
+/// `continuous`: an incremental job that streams until canceled.
 pub async fn create_job(
     app: &App,
     connector_id: &str,
     job_type: JobType,
     trigger: TriggerMethod,
+    continuous: bool,
 ) -> Result<Versioned<SyncJobDoc>> {
     let connector = match app.stores.connectors.get(connector_id).await? {
         Some(c) if !c.doc.deleted => c,
@@ -185,6 +193,7 @@ pub async fn create_job(
         created_at: Some(t),
         last_seen: Some(t),
         total_document_count: Some(0),
+        ferry: crate::model::sync_job::JobFerry { continuous, ..Default::default() },
         ..Default::default()
     };
     let id = uuid::Uuid::new_v4().simple().to_string()[..20].to_owned();

@@ -158,6 +158,11 @@ impl BulkIndexer {
         BulkIndexer { client: self.client.clone(), config: Arc::new(config) }
     }
 
+    /// The client the indexer sends with.
+    pub fn client(&self) -> &EsClient {
+        &self.client
+    }
+
     pub fn config(&self) -> &BulkConfig {
         &self.config
     }

@@ -518,6 +518,13 @@ impl EsClient {
         Ok(())
     }
 
+    /// `GET /{index}/_mapping`: the answer as is (`{"<index>": {"mappings": ...}}`, one entry
+    /// per concrete index behind an alias).
+    pub async fn get_mapping(&self, index: &str) -> Result<serde_json::Value, EsError> {
+        let resp = self.send(Method::GET, &[index, "_mapping"], &[], None).await?;
+        resp.ok()?.json()
+    }
+
     /// `POST /_bulk` with an NDJSON body; the raw answer (status + body) for the bulk indexer,
     /// which parses items itself.
     pub(crate) async fn bulk_raw(&self, query: &[(&str, &str)], body: Bytes) -> Result<RawResponse, EsError> {

@@ -58,6 +58,86 @@ pub async fn delete_stale(client: &EsClient, index: &str, generation: i64) -> Re
     Ok(deleted)
 }
 
+/// Deletes every document of `index` whose fields equal `fields` (a JSON object of
+/// field → string/number/bool, e.g. `{"table": "items", "schema": "public"}` for a
+/// `TRUNCATE`) and returns how many were deleted.
+///
+/// Refreshes first, so every earlier write is visible to the query (the caller has applied
+/// them: see `jobs::ordering`). Matching is exact: each field is looked up in the index's
+/// mapping and queried where it holds exact values — the field itself when it is `keyword`
+/// (or numeric/boolean), its `.keyword` sub-field when it is `text` with one (Elasticsearch's
+/// dynamic mapping for strings). A field the mapping does not know is held by no document:
+/// nothing is deleted. A `text` field without a keyword sub-field cannot be matched exactly and
+/// is an error (a term query on analysed text could delete documents that merely share a word).
+pub async fn delete_matching(
+    client: &EsClient,
+    index: &str,
+    fields: &serde_json::Map<String, serde_json::Value>,
+) -> Result<u64, EsError> {
+    if fields.is_empty() {
+        return Err(EsError::Config("delete_matching needs at least one field".into()));
+    }
+    client.refresh(index).await?;
+    let mapping = client.get_mapping(index).await?;
+    let mut filters = Vec::with_capacity(fields.len());
+    for (field, value) in fields {
+        let Some(target) = exact_field(&mapping, field)? else {
+            tracing::debug!(index, field, "delete_matching: no document has this field; nothing to delete");
+            return Ok(0);
+        };
+        if !(value.is_string() || value.is_number() || value.is_boolean()) {
+            return Err(EsError::Config(format!(
+                "delete_matching: the value of {field:?} must be a string, number or boolean, not {value}"
+            )));
+        }
+        filters.push(json!({ "term": { target: value } }));
+    }
+    let deleted = client.delete_by_query(index, &json!({ "bool": { "filter": filters } })).await?;
+    Ok(deleted)
+}
+
+/// Where `field` holds exact values in a `GET _mapping` answer: `Some(path)`, `None` when no
+/// index behind the name maps it, an error for analysed text without a keyword sub-field.
+fn exact_field(mapping: &serde_json::Value, field: &str) -> Result<Option<String>, EsError> {
+    let mut found = None;
+    for (_, index) in mapping.as_object().into_iter().flatten() {
+        let mut node = index.get("mappings");
+        for part in field.split('.') {
+            node = node.and_then(|n| n.get("properties")).and_then(|p| p.get(part));
+        }
+        let Some(node) = node else { continue };
+        let ty = node.get("type").and_then(|t| t.as_str()).unwrap_or("object");
+        let path = match ty {
+            "text" | "match_only_text" => {
+                let kw = node.get("fields").and_then(|f| f.as_object()).and_then(|f| {
+                    f.iter().find(|(_, m)| m.get("type").and_then(|t| t.as_str()) == Some("keyword"))
+                });
+                match kw {
+                    Some((name, _)) => format!("{field}.{name}"),
+                    None => {
+                        return Err(EsError::Config(format!(
+                            "delete_matching: field {field:?} is analysed text without a keyword sub-field;                              map it as keyword (or add a keyword sub-field) so its documents can be matched exactly"
+                        )))
+                    }
+                }
+            }
+            "object" | "nested" => {
+                return Err(EsError::Config(format!("delete_matching: field {field:?} is an object")))
+            }
+            _ => field.to_owned(),
+        };
+        match &found {
+            Some(p) if p != &path => {
+                return Err(EsError::Config(format!(
+                    "delete_matching: field {field:?} is mapped differently by the indices behind the name"
+                )))
+            }
+            _ => found = Some(path),
+        }
+    }
+    Ok(found)
+}
+
 /// Number of documents in `index` (after the last refresh).
 pub async fn count(client: &EsClient, index: &str) -> Result<u64, EsError> {
     client.count(index, None).await
@@ -90,6 +170,24 @@ pub async fn job_pipeline(es: &EsClient, pipeline: &serde_json::Value) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exact_fields_come_from_the_mapping() {
+        let m = json!({"items": {"mappings": {"properties": {
+            "table": {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 256}}},
+            "code": {"type": "keyword"},
+            "n": {"type": "long"},
+            "body": {"type": "text"},
+            "meta": {"properties": {"kind": {"type": "keyword"}}}
+        }}}});
+        assert_eq!(exact_field(&m, "table").unwrap().as_deref(), Some("table.keyword"));
+        assert_eq!(exact_field(&m, "code").unwrap().as_deref(), Some("code"));
+        assert_eq!(exact_field(&m, "n").unwrap().as_deref(), Some("n"));
+        assert_eq!(exact_field(&m, "meta.kind").unwrap().as_deref(), Some("meta.kind"));
+        assert_eq!(exact_field(&m, "absent").unwrap(), None);
+        assert!(exact_field(&m, "body").unwrap_err().to_string().contains("keyword"));
+        assert!(exact_field(&m, "meta").is_err());
+    }
 
     #[test]
     fn fragment() {

@@ -12,6 +12,22 @@
 //! The checkpoint persisted on the job is the one carried by the highest
 //! batch sequence `n` such that every batch `1..=n` was acknowledged:
 //! resuming from it never skips a document.
+//!
+//! Operations on one `_id` are applied in the order the agent sent them,
+//! although batches run concurrently: a batch sharing an id with an earlier
+//! batch still in flight waits for it ([`super::ordering`], which also says
+//! why this and not external versions). Within a batch, a `delete_matching`
+//! operation (`TRUNCATE`) splits the batch: the documents before it are
+//! applied, then the index is refreshed and the matching documents deleted
+//! (`_delete_by_query`, counted as deletes), then the rest.
+//!
+//! An `update` or `delete` of a document that is not there (404) is not a
+//! failure: nothing was there to change. It is counted in the job's metadata
+//! as `changes_to_missing_documents`. (For an `update` — a partial document,
+//! which the PostgreSQL agent sends only when a row's unchanged TOAST columns
+//! were not in the change — it means the row's document was never indexed
+//! or was deleted; Elasticsearch merges a partial document into the stored
+//! one recursively, so agents send whole rows otherwise.)
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,7 +40,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::elasticsearch::{BulkDoc, BulkIndexer, BulkOp, EsError};
+use super::ordering::{Keys, OrderGate};
+use crate::elasticsearch::{BulkDoc, BulkIndexer, BulkOp, BulkOutcome, EsError};
 
 /// Keep at most this many rejection reasons on the job document.
 pub const MAX_REJECTIONS_KEPT: usize = 10;
@@ -46,6 +63,13 @@ pub struct JobRun {
     pub connector_id: String,
     pub index_name: String,
     pub full_sync: bool,
+    /// An incremental job: its acknowledged checkpoint is the connector's
+    /// `sync_cursor`.
+    pub incremental: bool,
+    /// Keeps operations on one `_id` in order across concurrent batches.
+    order: OrderGate,
+    /// The checkpoint last written to the connector's `sync_cursor`.
+    pub cursor_written: Mutex<Option<Vec<u8>>>,
     /// `"_ferry_sync_generation":G`, spliced into every document.
     extra_fields: Vec<u8>,
     window: Arc<Semaphore>,
@@ -78,6 +102,10 @@ pub struct RunStats {
     /// Counts carried over from earlier attempts plus this one.
     pub indexed: u64,
     pub rejected: u64,
+    /// Documents deleted (delete items and `delete_matching`).
+    pub deleted: u64,
+    /// Updates and deletes of documents that were not there.
+    pub missing: u64,
     pub bytes: u64,
     /// Documents received by this attempt.
     pub received_this_attempt: u64,
@@ -113,6 +141,32 @@ fn bulk_op(op: i32) -> BulkOp {
     }
 }
 
+/// A batch cut at its `delete_matching` operations, in order.
+enum Segment {
+    Bulk(Vec<BulkDoc>),
+    /// The operation's source: `{"field": value, ...}`.
+    DeleteMatching(bytes::Bytes),
+}
+
+fn segments(documents: Vec<proto::Document>) -> Vec<Segment> {
+    let mut out = Vec::new();
+    let mut run = Vec::new();
+    for d in documents {
+        if d.op == proto::DocumentOp::DeleteMatching as i32 {
+            if !run.is_empty() {
+                out.push(Segment::Bulk(std::mem::take(&mut run)));
+            }
+            out.push(Segment::DeleteMatching(d.source));
+        } else {
+            run.push(BulkDoc { op: bulk_op(d.op), id: d.id, source: d.source });
+        }
+    }
+    if !run.is_empty() || out.is_empty() {
+        out.push(Segment::Bulk(run));
+    }
+    out
+}
+
 /// Why a batch was not taken.
 #[derive(Debug, thiserror::Error)]
 pub enum BatchRefused {
@@ -128,6 +182,7 @@ impl JobRun {
         connector_id: String,
         index_name: String,
         full_sync: bool,
+        incremental: bool,
         generation: i64,
         window: u32,
         carried: RunStats,
@@ -138,6 +193,9 @@ impl JobRun {
             connector_id,
             index_name,
             full_sync,
+            incremental,
+            order: OrderGate::default(),
+            cursor_written: Mutex::new(None),
             extra_fields: crate::elasticsearch::index::generation_fragment(generation),
             window: Arc::new(Semaphore::new(window as usize)),
             tracker: TaskTracker::new(),
@@ -180,23 +238,52 @@ impl JobRun {
             self.window.clone().try_acquire_owned().map_err(|_| BatchRefused::WindowExceeded(window_size))?;
         let run = self.clone();
         let bulk = bulk.with_pipeline(self.pipeline.lock().expect("pipeline lock").clone());
+        // Registered here, in arrival (= sequence) order, not in the task.
+        let keys = if batch.documents.iter().any(|d| d.op == proto::DocumentOp::DeleteMatching as i32) {
+            Keys::All
+        } else {
+            Keys::Ids(batch.documents.iter().map(|d| d.id.clone()).collect())
+        };
+        let mut ticket = self.order.enter(batch.sequence, keys);
         self.tracker.spawn(async move {
             let proto::DocumentBatch { sequence, documents, checkpoint, .. } = batch;
-            let docs: Vec<BulkDoc> = documents
-                .into_iter()
-                .map(|d| BulkDoc { op: bulk_op(d.op), id: d.id, source: d.source })
-                .collect();
-            let _inflight = crate::metrics::InflightBatch::new(docs.iter().map(|d| d.source.len()).sum());
-            let received = docs.len() as u64;
-            let Some(result) = run.index_patiently(&bulk, &docs, sequence).await else {
+            let segments = segments(documents);
+            let _inflight = crate::metrics::InflightBatch::new(
+                segments
+                    .iter()
+                    .map(|s| match s {
+                        Segment::Bulk(docs) => docs.iter().map(|d| d.source.len()).sum(),
+                        Segment::DeleteMatching(f) => f.len(),
+                    })
+                    .sum(),
+            );
+            let received = segments
+                .iter()
+                .map(|s| match s {
+                    Segment::Bulk(docs) => docs.len() as u64,
+                    Segment::DeleteMatching(_) => 1,
+                })
+                .sum::<u64>();
+            if ticket.waits_for() > 0 {
+                tracing::trace!(job_id = %run.job_id, sequence, waits_for = ticket.waits_for(), "batch waits for earlier batches with the same ids");
+            }
+            tokio::select! {
+                _ = run.abandon.cancelled() => return,
+                _ = ticket.ready() => {}
+            }
+            let Some(result) = run.apply(&bulk, &segments, sequence).await else {
                 // Abandoned: no ack, no stats; the permit goes with the run.
                 return;
             };
+            // Later batches with the same ids may go now.
+            drop(ticket);
             let result = result.map(|outcome| {
                 let mut s = run.stats.lock().expect("stats lock");
                 s.indexed += outcome.indexed;
                 s.rejected += outcome.failed;
                 s.bytes += outcome.bytes;
+                s.deleted += outcome.deleted;
+                s.missing += outcome.missing;
                 s.received_this_attempt += received;
                 for f in outcome.failures {
                     if s.rejections.len() < MAX_REJECTIONS_KEPT {
@@ -222,6 +309,62 @@ impl JobRun {
             on_done(result).await;
         });
         Ok(())
+    }
+
+    /// Applies a batch's segments in order. `None` when the run was abandoned.
+    async fn apply(
+        &self,
+        bulk: &BulkIndexer,
+        segments: &[Segment],
+        sequence: u64,
+    ) -> Option<Result<BulkOutcome, EsError>> {
+        let mut total = BulkOutcome::default();
+        for segment in segments {
+            match segment {
+                Segment::Bulk(docs) => match self.index_patiently(bulk, docs, sequence).await? {
+                    Ok(o) => {
+                        total.indexed += o.indexed;
+                        total.deleted += o.deleted;
+                        total.missing += o.missing;
+                        total.failed += o.failed;
+                        total.bytes += o.bytes;
+                        for f in o.failures {
+                            if total.failures.len() < crate::elasticsearch::bulk::MAX_KEPT_FAILURES {
+                                total.failures.push(f);
+                            }
+                        }
+                    }
+                    Err(e) => return Some(Err(e)),
+                },
+                Segment::DeleteMatching(fields) => {
+                    let r = tokio::select! {
+                        _ = self.abandon.cancelled() => return None,
+                        r = self.delete_matching(bulk, fields) => r,
+                    };
+                    match r {
+                        Ok(n) => {
+                            total.indexed += 1;
+                            total.deleted += n;
+                        }
+                        Err(e) => return Some(Err(e)),
+                    }
+                }
+            }
+        }
+        Some(Ok(total))
+    }
+
+    /// One `delete_matching` operation (`TRUNCATE`): refresh, then delete
+    /// the documents whose fields equal `fields`.
+    async fn delete_matching(&self, bulk: &BulkIndexer, fields: &[u8]) -> Result<u64, EsError> {
+        let fields: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(fields).map_err(|e| {
+                EsError::Config(format!("a delete_matching operation's source is not a JSON object: {e}"))
+            })?;
+        let n =
+            crate::elasticsearch::index::delete_matching(bulk.client(), &self.index_name, &fields).await?;
+        tracing::info!(job_id = %self.job_id, fields = %serde_json::Value::Object(fields), deleted = n, "delete_matching applied");
+        Ok(n)
     }
 
     /// Indexes one batch, retrying it for up to [`OVERLOAD_PATIENCE`] while

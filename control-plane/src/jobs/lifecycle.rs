@@ -73,6 +73,8 @@ pub async fn claim_and_assign(app: &App, session: &Arc<AgentSession>, job_id: &s
         indexed: doc.indexed_document_count.max(0) as u64,
         rejected: doc.ferry.rejected_document_count,
         bytes: (doc.indexed_document_volume.max(0) as u64) * 1024 * 1024,
+        deleted: doc.deleted_document_count.max(0) as u64,
+        missing: doc.metadata.get(MISSING_KEY).and_then(|v| v.as_u64()).unwrap_or_default(),
         checkpoint: doc.ferry.checkpoint.as_deref().and_then(|c| B64.decode(c).ok()),
         rejections: doc.ferry.rejections.clone(),
         ..Default::default()
@@ -84,6 +86,7 @@ pub async fn claim_and_assign(app: &App, session: &Arc<AgentSession>, job_id: &s
         doc.connector.id.clone(),
         index.clone(),
         doc.job_type == JobType::Full,
+        doc.job_type == JobType::Incremental,
         doc.ferry.sync_generation.unwrap_or_default(),
         app.jobs.max_unacked_batches,
         carried,
@@ -120,7 +123,11 @@ pub async fn claim_and_assign(app: &App, session: &Arc<AgentSession>, job_id: &s
             v @ serde_json::Value::Object(_) => serde_json::to_vec(v).unwrap_or_default(),
             _ => Vec::new(),
         },
-        incremental_mode: proto::IncrementalMode::Drain as i32,
+        incremental_mode: match (doc.job_type, doc.ferry.continuous) {
+            (JobType::Incremental, true) => proto::IncrementalMode::Continuous,
+            (JobType::Incremental, false) => proto::IncrementalMode::Drain,
+            _ => proto::IncrementalMode::Unspecified,
+        } as i32,
     };
     tracing::info!(job_id, agent_id = %session.agent_id, attempt = doc.ferry.attempts, resumed = !resume.is_empty(), "job assigned");
     crate::metrics::METRICS.jobs_assigned.inc();
@@ -134,9 +141,57 @@ pub async fn claim_and_assign(app: &App, session: &Arc<AgentSession>, job_id: &s
     Ok(true)
 }
 
-/// Writes the run's progress to the job document. Returns what the
-/// document says should happen next.
+/// Job metadata key: updates and deletes of documents that were not there.
+pub const MISSING_KEY: &str = "changes_to_missing_documents";
+
+/// Writes the run's progress to the job document (counts, checkpoint, the
+/// agent's progress facts in `metadata`). For an incremental job the
+/// acknowledged checkpoint is also the cursor: the job's
+/// `connector.sync_cursor` and, when it moved, the connector's
+/// `sync_cursor`. Returns what the document says should happen next.
 pub async fn flush_stats(app: &App, run: &JobRun) -> Result<FlushResult> {
+    let r = flush_job(app, run).await?;
+    if run.incremental && r != FlushResult::LeaseLost {
+        write_cursor(app, run).await?;
+    }
+    Ok(r)
+}
+
+/// The checkpoint as a cursor: a JSON object, or nothing.
+fn cursor_of(checkpoint: &[u8]) -> Option<serde_json::Value> {
+    match serde_json::from_slice(checkpoint) {
+        Ok(v @ serde_json::Value::Object(_)) => Some(v),
+        _ => None,
+    }
+}
+
+/// Copies the run's acknowledged checkpoint to the connector's `sync_cursor`
+/// when it changed since the last write.
+async fn write_cursor(app: &App, run: &JobRun) -> Result<()> {
+    let Some(checkpoint) = run.stats.lock().expect("stats lock").checkpoint.clone() else { return Ok(()) };
+    if run.cursor_written.lock().expect("cursor lock").as_ref() == Some(&checkpoint) {
+        return Ok(());
+    }
+    let Some(cursor) = cursor_of(&checkpoint) else {
+        tracing::warn!(job_id = %run.job_id, "the incremental job's checkpoint is not a JSON object; the connector's sync_cursor is left as it is");
+        *run.cursor_written.lock().expect("cursor lock") = Some(checkpoint);
+        return Ok(());
+    };
+    app.stores
+        .connectors
+        .update(&run.connector_id, |c| {
+            if c.deleted || c.sync_cursor == cursor {
+                return Ok(Change::Keep(()));
+            }
+            c.sync_cursor = cursor.clone();
+            Ok(Change::Write(()))
+        })
+        .await?;
+    *run.cursor_written.lock().expect("cursor lock") = Some(checkpoint);
+    Ok(())
+}
+
+async fn flush_job(app: &App, run: &JobRun) -> Result<FlushResult> {
     let dps = {
         let mut s = run.stats.lock().expect("stats lock");
         let now_i = Instant::now();
@@ -169,6 +224,18 @@ pub async fn flush_stats(app: &App, run: &JobRun) -> Result<FlushResult> {
             job.indexed_document_volume = (s.bytes / (1024 * 1024)) as i64;
             job.last_seen = Some(now());
             job.ferry.checkpoint = s.checkpoint.as_ref().map(|c| B64.encode(c));
+            job.deleted_document_count = s.deleted as i64;
+            if s.missing > 0 {
+                job.metadata.insert(MISSING_KEY.into(), serde_json::json!(s.missing));
+            }
+            if run.incremental {
+                if let Some(cursor) = s.checkpoint.as_deref().and_then(cursor_of) {
+                    job.connector.sync_cursor = cursor;
+                }
+            }
+            for (k, v) in run.progress.lock().expect("progress lock").iter() {
+                job.metadata.insert(k.clone(), v.clone());
+            }
             job.ferry.rejected_document_count = s.rejected;
             job.ferry.rejections = s.rejections.clone();
             job.ferry.docs_per_second = (dps * 10.0).round() / 10.0;
@@ -209,9 +276,9 @@ pub async fn finish(app: &App, run: &JobRun, finished: &proto::JobFinished) -> R
     }
     run.drain().await;
     flush_stats(app, run).await?;
-    let (indexed, rejected, first_rejection) = {
+    let (indexed, rejected, first_rejection, applied_deletes) = {
         let s = run.stats.lock().expect("stats lock");
-        (s.indexed, s.rejected, s.rejections.first().cloned())
+        (s.indexed, s.rejected, s.rejections.first().cloned(), s.deleted)
     };
     let too_many_rejected =
         rejected > MAX_REJECTED_DOCUMENTS || (rejected > 0 && rejected * 10 > indexed + rejected);
@@ -270,7 +337,7 @@ pub async fn finish(app: &App, run: &JobRun, finished: &proto::JobFinished) -> R
             }
             job.last_seen = Some(t);
             job.total_document_count = total.or(job.total_document_count);
-            job.deleted_document_count = deleted as i64;
+            job.deleted_document_count = (applied_deletes + deleted) as i64;
             let status = match &end {
                 End::Completed => JobStatus::Completed,
                 End::Canceled => JobStatus::Canceled,
@@ -309,8 +376,8 @@ pub async fn finish(app: &App, run: &JobRun, finished: &proto::JobFinished) -> R
         .jobs_finished
         .get_or_create(&crate::metrics::label("status", status.as_str()))
         .inc();
-    connector_sync_ended(app, &run.connector_id, job_type, status, error, indexed_count, deleted as i64)
-        .await;
+    let deleted_total = (applied_deletes + deleted) as i64;
+    connector_sync_ended(app, &run.connector_id, job_type, status, error, indexed_count, deleted_total).await;
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 pub mod dispatcher;
 pub mod ingest;
 pub mod lifecycle;
+pub mod ordering;
 pub mod scheduler;
 pub mod slot;
 pub mod state;

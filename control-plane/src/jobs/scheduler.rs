@@ -145,7 +145,8 @@ async fn schedule_once(app: &App) -> Result<()> {
                     "scheduled sync skipped: a sync of this connector is still pending or running");
                 continue;
             }
-            match crate::admin::sync_jobs::create_job(app, &hit.id, job_type, TriggerMethod::Scheduled).await
+            match crate::admin::sync_jobs::create_job(app, &hit.id, job_type, TriggerMethod::Scheduled, false)
+                .await
             {
                 Ok(job) => {
                     tracing::info!(connector_id = %hit.id, job_id = %job.id, job_type = job_type.as_str(), "scheduled sync created")

@@ -124,6 +124,9 @@ pub struct JobFerry {
     pub rejections: Vec<Value>,
     /// Documents per second over the last stats period.
     pub docs_per_second: f64,
+    /// Incremental jobs: stream until canceled (`true`) or apply what is
+    /// there and complete (`false`, the scheduler's runs).
+    pub continuous: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
