@@ -520,7 +520,7 @@ impl EsClient {
 
     /// `GET /{index}/_mapping`: the answer as is (`{"<index>": {"mappings": ...}}`, one entry
     /// per concrete index behind an alias).
-    pub async fn get_mapping(&self, index: &str) -> Result<serde_json::Value, EsError> {
+    pub async fn get_mapping_per_index(&self, index: &str) -> Result<serde_json::Value, EsError> {
         let resp = self.send(Method::GET, &[index, "_mapping"], &[], None).await?;
         resp.ok()?.json()
     }

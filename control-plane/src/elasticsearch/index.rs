@@ -78,7 +78,7 @@ pub async fn delete_matching(
         return Err(EsError::Config("delete_matching needs at least one field".into()));
     }
     client.refresh(index).await?;
-    let mapping = client.get_mapping(index).await?;
+    let mapping = client.get_mapping_per_index(index).await?;
     let mut filters = Vec::with_capacity(fields.len());
     for (field, value) in fields {
         let Some(target) = exact_field(&mapping, field)? else {
