@@ -544,6 +544,47 @@ impl Grpcurl {
     }
 }
 
+impl Grpcurl {
+    /// Calls a server-streaming `method` and waits for the stream to end (at
+    /// most `max_time_s`): every message it printed (grpcurl prints one JSON
+    /// object per message) and the error that ended it, if any.
+    pub async fn stream(
+        &self,
+        addr: &str,
+        method: &str,
+        request: &serde_json::Value,
+        max_time_s: u32,
+    ) -> anyhow::Result<(Vec<serde_json::Value>, Option<GrpcError>)> {
+        let out = tokio::process::Command::new(&self.bin)
+            .args(["-plaintext", "-emit-defaults", "-max-time", &max_time_s.to_string(), "-d"])
+            .arg(request.to_string())
+            .arg(addr)
+            .arg(method)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .with_context(|| format!("run {}", self.bin.display()))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let messages = serde_json::Deserializer::from_str(&stdout)
+            .into_iter::<serde_json::Value>()
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("parse grpcurl output of {method}: {stdout}\n{stderr}"))?;
+        if out.status.success() {
+            return Ok((messages, None));
+        }
+        let field = |prefix: &str| {
+            stderr.lines().find_map(|l| l.trim().strip_prefix(prefix)).unwrap_or_default().trim().to_owned()
+        };
+        let mut message = field("Message:");
+        if message.is_empty() {
+            message = stderr.trim().to_owned();
+        }
+        Ok((messages, Some(GrpcError { code: field("Code:"), message, stderr })))
+    }
+}
+
 /// An int64 field of protobuf JSON (a string, or a number), 0 when absent.
 pub fn json_i64(v: &serde_json::Value) -> i64 {
     match v {

@@ -97,6 +97,26 @@ pub async fn list_tables(client: &Client, schema: &str) -> Result<Vec<String>, S
 
 /// The tables to read, sorted by name. Checks that the schema and every
 /// listed table exist.
+/// PostgreSQL's estimate of the rows in `tables` (`pg_class.reltuples`, as of
+/// the last VACUUM/ANALYZE), for progress; `None` when no table was ever
+/// analyzed or the catalog cannot be read (progress then has no total).
+pub async fn estimated_rows(client: &Client, schema: &str, tables: &[String]) -> Option<i64> {
+    let row = client
+        .query_one(
+            "SELECT sum(greatest(c.reltuples, 0))::bigint, bool_or(c.reltuples >= 0) \
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = ANY($2)",
+            &[&schema, &tables],
+        )
+        .await
+        .ok()?;
+    let analyzed: Option<bool> = row.get(1);
+    if analyzed != Some(true) {
+        return None;
+    }
+    row.get::<_, Option<i64>>(0)
+}
+
 pub async fn resolve_tables(
     client: &Client,
     schema: &str,

@@ -31,7 +31,8 @@
 //!   `skipped_tables`.
 //! - **Deleting the connector** (`release_connector`) drops its replication
 //!   slot and publication.
-//! - **Metadata** on the job: `rows_read`, `rows_per_table`, `skipped_tables`;
+//! - **Metadata** on the job: `rows_read`, `rows_estimated` (full syncs of tables:
+//!   `pg_class.reltuples`, absent when never analyzed), `rows_per_table`, `skipped_tables`;
 //!   incremental jobs also `snapshot_rows`, `changes_sent`, `deletes_sent`,
 //!   `lsn`, and while running (`JobProgress`) `changes_applied`, `lag_bytes`,
 //!   `lag_seconds`, `last_commit_time`, `confirmed_lsn`, `slot`;
@@ -265,6 +266,9 @@ pub async fn full_sync_with_rules<S: DocumentSink + ?Sized>(
         return report;
     }
     let tables = catalog::resolve_tables(&client, &cfg.schema, &cfg.tables).await?;
+    if let Some(n) = catalog::estimated_rows(&client, &cfg.schema, &tables).await {
+        sink.set_metadata("rows_estimated", json!(n));
+    }
     let resume = resume.and_then(Checkpoint::parse);
     let ctx = DocContext::now(&cfg.database, &cfg.schema);
     let mut report = SyncReport::default();

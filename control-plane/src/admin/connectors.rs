@@ -6,7 +6,7 @@ use ferry_sdk::config_schema::{values_from_proto, REDACTED};
 use ferry_sdk::proto::{self, connector_service_server::ConnectorService};
 use tonic::{Request, Response, Status};
 
-use super::{convert, settings, validate};
+use super::{convert, settings, validate, watch};
 use crate::app::App;
 use crate::error::{Error, Result};
 use crate::model::{ConnectorDoc, ConnectorStatus};
@@ -377,6 +377,32 @@ impl ConnectorService for Connectors {
         };
         let resp = self.put(put).await?;
         Ok(Response::new(proto::CreateConnectorResponse { connector: resp.connector }))
+    }
+
+    type WatchConnectorStream = watch::WatchStream<proto::WatchConnectorResponse>;
+
+    async fn watch_connector(
+        &self,
+        request: Request<proto::WatchConnectorRequest>,
+    ) -> Result<Response<Self::WatchConnectorStream>, Status> {
+        let id = request.into_inner().connector_id;
+        validate::connector_id("connector_id", &id)?;
+        let app = self.app.clone();
+        let stream = watch::start(format!("connector {id:?}"), move || {
+            let (me, id) = (Connectors { app: app.clone() }, id.clone());
+            async move {
+                let c = me.get_live(&id).await?;
+                let message = convert::connector(&c);
+                let key = proto::Connector { last_seen: None, ..message.clone() };
+                Ok(watch::Snapshot {
+                    message: proto::WatchConnectorResponse { connector: Some(message) },
+                    key: proto::WatchConnectorResponse { connector: Some(key) },
+                    last: false,
+                })
+            }
+        })
+        .await?;
+        Ok(Response::new(stream))
     }
 
     async fn get_connector(

@@ -184,7 +184,14 @@ pub fn sync_job(v: &Versioned<SyncJobDoc>) -> proto::SyncJob {
     sync_job_from(&v.id, &v.doc)
 }
 
+/// Everything (`SYNC_JOB_VIEW_FULL`).
 pub fn sync_job_from(id: &str, j: &SyncJobDoc) -> proto::SyncJob {
+    sync_job_view(id, j, true)
+}
+
+/// `full: false` is `SYNC_JOB_VIEW_SUMMARY`: the connector without its
+/// configuration, filtering and pipeline.
+pub fn sync_job_view(id: &str, j: &SyncJobDoc, full: bool) -> proto::SyncJob {
     let mut metadata = j.metadata.clone();
     // Ferry's own progress facts, for operators reading the job.
     metadata.insert("attempts".into(), j.ferry.attempts.into());
@@ -225,9 +232,13 @@ pub fn sync_job_from(id: &str, j: &SyncJobDoc) -> proto::SyncJob {
             index_name: j.connector.index_name.clone(),
             service_type: j.connector.service_type.clone().unwrap_or_default(),
             language: j.connector.language.clone().unwrap_or_default(),
-            configuration: configuration(&j.connector.configuration),
-            filtering: super::settings::filtering_to_proto(&j.connector.filtering_as_list()),
-            pipeline: Some(super::settings::pipeline_to_proto(&j.connector.pipeline)),
+            configuration: if full { configuration(&j.connector.configuration) } else { Default::default() },
+            filtering: if full {
+                super::settings::filtering_to_proto(&j.connector.filtering_as_list())
+            } else {
+                vec![]
+            },
+            pipeline: full.then(|| super::settings::pipeline_to_proto(&j.connector.pipeline)),
         }),
     }
 }

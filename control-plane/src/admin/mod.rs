@@ -8,3 +8,4 @@ pub mod fleet;
 pub mod settings;
 pub mod sync_jobs;
 pub mod validate;
+pub mod watch;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use ferry_sdk::proto::{self, sync_job_service_server::SyncJobService};
 use tonic::{Request, Response, Status};
 
-use super::{convert, validate};
+use super::{convert, validate, watch};
 use crate::app::App;
 use crate::error::{Error, Result};
 use crate::jobs::dispatcher::send_cancel;
@@ -203,8 +203,47 @@ pub async fn create_job(
     Ok(Versioned { id, doc, seq_no })
 }
 
+/// `view`: true for SYNC_JOB_VIEW_FULL; the default is the summary.
+fn full_view(view: i32) -> Result<bool> {
+    match proto::SyncJobView::try_from(view) {
+        Ok(proto::SyncJobView::Full) => Ok(true),
+        Ok(_) => Ok(false),
+        Err(_) => Err(Error::invalid("view", "use SYNC_JOB_VIEW_SUMMARY or SYNC_JOB_VIEW_FULL")),
+    }
+}
+
 #[tonic::async_trait]
 impl SyncJobService for SyncJobs {
+    type WatchSyncJobStream = watch::WatchStream<proto::WatchSyncJobResponse>;
+
+    async fn watch_sync_job(
+        &self,
+        request: Request<proto::WatchSyncJobRequest>,
+    ) -> Result<Response<Self::WatchSyncJobStream>, Status> {
+        let r = request.into_inner();
+        let full = full_view(r.view)?;
+        if r.sync_job_id.is_empty() {
+            return Err(Error::invalid("sync_job_id", "is required").into());
+        }
+        let me = SyncJobs { app: self.app.clone() };
+        let id = r.sync_job_id;
+        let stream = watch::start(format!("sync job {id:?}"), move || {
+            let (me, id) = (SyncJobs { app: me.app.clone() }, id.clone());
+            async move {
+                let job = me.get(&id).await?;
+                let message = convert::sync_job_view(&job.id, &job.doc, full);
+                let key = proto::SyncJob { last_seen: None, ..message.clone() };
+                Ok(watch::Snapshot {
+                    message: proto::WatchSyncJobResponse { sync_job: Some(message) },
+                    key: proto::WatchSyncJobResponse { sync_job: Some(key) },
+                    last: job.doc.status.is_terminal(),
+                })
+            }
+        })
+        .await?;
+        Ok(Response::new(stream))
+    }
+
     async fn create_sync_job(
         &self,
         request: Request<proto::CreateSyncJobRequest>,
@@ -217,8 +256,10 @@ impl SyncJobService for SyncJobs {
         &self,
         request: Request<proto::GetSyncJobRequest>,
     ) -> Result<Response<proto::GetSyncJobResponse>, Status> {
-        let job = self.get(&request.into_inner().sync_job_id).await?;
-        Ok(Response::new(proto::GetSyncJobResponse { sync_job: Some(convert::sync_job(&job)) }))
+        let r = request.into_inner();
+        let full = full_view(r.view)?;
+        let job = self.get(&r.sync_job_id).await?;
+        Ok(Response::new(proto::GetSyncJobResponse { sync_job: Some(convert::sync_job_view(&job.id, &job.doc, full)) }))
     }
 
     async fn list_sync_jobs(
@@ -226,6 +267,7 @@ impl SyncJobService for SyncJobs {
         request: Request<proto::ListSyncJobsRequest>,
     ) -> Result<Response<proto::ListSyncJobsResponse>, Status> {
         let r = request.into_inner();
+        let full = full_view(r.view)?;
         let mut filter = vec![];
         if !r.connector_id.is_empty() {
             filter.push(serde_json::json!({"term": {"connector.id": r.connector_id}}));
@@ -253,7 +295,7 @@ impl SyncJobService for SyncJobs {
                 "sort": [{"created_at": {"order": "desc"}}]
             }))
             .await?;
-        let sync_jobs = res.hits.iter().map(|h| convert::sync_job_from(&h.id, &h.source)).collect();
+        let sync_jobs = res.hits.iter().map(|h| convert::sync_job_view(&h.id, &h.source, full)).collect();
         Ok(Response::new(proto::ListSyncJobsResponse { sync_jobs, count: res.total as i64 }))
     }
 

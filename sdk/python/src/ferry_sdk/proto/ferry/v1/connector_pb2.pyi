@@ -228,6 +228,18 @@ class GetConnectorResponse(_message.Message):
     connector: Connector
     def __init__(self, connector: _Optional[_Union[Connector, _Mapping]] = ...) -> None: ...
 
+class WatchConnectorRequest(_message.Message):
+    __slots__ = ("connector_id",)
+    CONNECTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    connector_id: str
+    def __init__(self, connector_id: _Optional[str] = ...) -> None: ...
+
+class WatchConnectorResponse(_message.Message):
+    __slots__ = ("connector",)
+    CONNECTOR_FIELD_NUMBER: _ClassVar[int]
+    connector: Connector
+    def __init__(self, connector: _Optional[_Union[Connector, _Mapping]] = ...) -> None: ...
+
 class ListConnectorsRequest(_message.Message):
     __slots__ = ("size", "service_type", "index_name", "include_deleted")
     SIZE_FIELD_NUMBER: _ClassVar[int]

@@ -100,6 +100,11 @@ class ConnectorServiceStub:
                 request_serializer=ferry_dot_v1_dot_connector__pb2.UpdateAllowedAgentsRequest.SerializeToString,
                 response_deserializer=ferry_dot_v1_dot_connector__pb2.UpdateAllowedAgentsResponse.FromString,
                 _registered_method=True)
+        self.WatchConnector = channel.unary_stream(
+                '/ferry.v1.ConnectorService/WatchConnector',
+                request_serializer=ferry_dot_v1_dot_connector__pb2.WatchConnectorRequest.SerializeToString,
+                response_deserializer=ferry_dot_v1_dot_connector__pb2.WatchConnectorResponse.FromString,
+                _registered_method=True)
 
 
 class ConnectorServiceServicer:
@@ -203,6 +208,16 @@ class ConnectorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchConnector(self, request, context):
+        """The connector now and again at every change (status, error, last sync,
+        filtering validation...) until the client goes away or an hour passes
+        (watch again to go on). Bounded number of watchers per control plane
+        (RESOURCE_EXHAUSTED beyond it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConnectorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -270,6 +285,11 @@ def add_ConnectorServiceServicer_to_server(servicer, server):
                     servicer.UpdateAllowedAgents,
                     request_deserializer=ferry_dot_v1_dot_connector__pb2.UpdateAllowedAgentsRequest.FromString,
                     response_serializer=ferry_dot_v1_dot_connector__pb2.UpdateAllowedAgentsResponse.SerializeToString,
+            ),
+            'WatchConnector': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchConnector,
+                    request_deserializer=ferry_dot_v1_dot_connector__pb2.WatchConnectorRequest.FromString,
+                    response_serializer=ferry_dot_v1_dot_connector__pb2.WatchConnectorResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -624,6 +644,33 @@ class ConnectorService:
             '/ferry.v1.ConnectorService/UpdateAllowedAgents',
             ferry_dot_v1_dot_connector__pb2.UpdateAllowedAgentsRequest.SerializeToString,
             ferry_dot_v1_dot_connector__pb2.UpdateAllowedAgentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchConnector(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ferry.v1.ConnectorService/WatchConnector',
+            ferry_dot_v1_dot_connector__pb2.WatchConnectorRequest.SerializeToString,
+            ferry_dot_v1_dot_connector__pb2.WatchConnectorResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -12,6 +12,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class SyncJobView(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SYNC_JOB_VIEW_UNSPECIFIED: _ClassVar[SyncJobView]
+    SYNC_JOB_VIEW_SUMMARY: _ClassVar[SyncJobView]
+    SYNC_JOB_VIEW_FULL: _ClassVar[SyncJobView]
+
 class JobType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     JOB_TYPE_UNSPECIFIED: _ClassVar[JobType]
@@ -24,6 +30,9 @@ class TriggerMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TRIGGER_METHOD_UNSPECIFIED: _ClassVar[TriggerMethod]
     TRIGGER_METHOD_ON_DEMAND: _ClassVar[TriggerMethod]
     TRIGGER_METHOD_SCHEDULED: _ClassVar[TriggerMethod]
+SYNC_JOB_VIEW_UNSPECIFIED: SyncJobView
+SYNC_JOB_VIEW_SUMMARY: SyncJobView
+SYNC_JOB_VIEW_FULL: SyncJobView
 JOB_TYPE_UNSPECIFIED: JobType
 JOB_TYPE_FULL: JobType
 JOB_TYPE_INCREMENTAL: JobType
@@ -118,10 +127,12 @@ class CreateSyncJobResponse(_message.Message):
     def __init__(self, sync_job: _Optional[_Union[SyncJob, _Mapping]] = ...) -> None: ...
 
 class GetSyncJobRequest(_message.Message):
-    __slots__ = ("sync_job_id",)
+    __slots__ = ("sync_job_id", "view")
     SYNC_JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    VIEW_FIELD_NUMBER: _ClassVar[int]
     sync_job_id: str
-    def __init__(self, sync_job_id: _Optional[str] = ...) -> None: ...
+    view: SyncJobView
+    def __init__(self, sync_job_id: _Optional[str] = ..., view: _Optional[_Union[SyncJobView, str]] = ...) -> None: ...
 
 class GetSyncJobResponse(_message.Message):
     __slots__ = ("sync_job",)
@@ -130,17 +141,19 @@ class GetSyncJobResponse(_message.Message):
     def __init__(self, sync_job: _Optional[_Union[SyncJob, _Mapping]] = ...) -> None: ...
 
 class ListSyncJobsRequest(_message.Message):
-    __slots__ = ("connector_id", "size", "status", "job_type")
+    __slots__ = ("connector_id", "size", "status", "job_type", "view")
     CONNECTOR_ID_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     FROM_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     JOB_TYPE_FIELD_NUMBER: _ClassVar[int]
+    VIEW_FIELD_NUMBER: _ClassVar[int]
     connector_id: str
     size: int
     status: _connector_pb2.SyncStatus
     job_type: JobType
-    def __init__(self, connector_id: _Optional[str] = ..., size: _Optional[int] = ..., status: _Optional[_Union[_connector_pb2.SyncStatus, str]] = ..., job_type: _Optional[_Union[JobType, str]] = ..., **kwargs) -> None: ...
+    view: SyncJobView
+    def __init__(self, connector_id: _Optional[str] = ..., size: _Optional[int] = ..., status: _Optional[_Union[_connector_pb2.SyncStatus, str]] = ..., job_type: _Optional[_Union[JobType, str]] = ..., view: _Optional[_Union[SyncJobView, str]] = ..., **kwargs) -> None: ...
 
 class ListSyncJobsResponse(_message.Message):
     __slots__ = ("sync_jobs", "count")
@@ -173,3 +186,17 @@ class DeleteSyncJobResponse(_message.Message):
     ACKNOWLEDGED_FIELD_NUMBER: _ClassVar[int]
     acknowledged: bool
     def __init__(self, acknowledged: _Optional[bool] = ...) -> None: ...
+
+class WatchSyncJobRequest(_message.Message):
+    __slots__ = ("sync_job_id", "view")
+    SYNC_JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    VIEW_FIELD_NUMBER: _ClassVar[int]
+    sync_job_id: str
+    view: SyncJobView
+    def __init__(self, sync_job_id: _Optional[str] = ..., view: _Optional[_Union[SyncJobView, str]] = ...) -> None: ...
+
+class WatchSyncJobResponse(_message.Message):
+    __slots__ = ("sync_job",)
+    SYNC_JOB_FIELD_NUMBER: _ClassVar[int]
+    sync_job: SyncJob
+    def __init__(self, sync_job: _Optional[_Union[SyncJob, _Mapping]] = ...) -> None: ...

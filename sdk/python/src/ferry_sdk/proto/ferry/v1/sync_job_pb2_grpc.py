@@ -59,6 +59,11 @@ class SyncJobServiceStub:
                 request_serializer=ferry_dot_v1_dot_sync__job__pb2.DeleteSyncJobRequest.SerializeToString,
                 response_deserializer=ferry_dot_v1_dot_sync__job__pb2.DeleteSyncJobResponse.FromString,
                 _registered_method=True)
+        self.WatchSyncJob = channel.unary_stream(
+                '/ferry.v1.SyncJobService/WatchSyncJob',
+                request_serializer=ferry_dot_v1_dot_sync__job__pb2.WatchSyncJobRequest.SerializeToString,
+                response_deserializer=ferry_dot_v1_dot_sync__job__pb2.WatchSyncJobResponse.FromString,
+                _registered_method=True)
 
 
 class SyncJobServiceServicer:
@@ -98,6 +103,19 @@ class SyncJobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchSyncJob(self, request, context):
+        """The job now and again at every change (counts, docs_per_second,
+        metadata.rows_read of metadata.rows_estimated for full syncs of
+        PostgreSQL) until it ends: the last message has a final status
+        (completed, canceled, error). The control plane polls the job
+        at a short interval; a stream lasts at most an hour (watch again to go
+        on) and a control plane serves a bounded number of watchers at once
+        (RESOURCE_EXHAUSTED beyond it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SyncJobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -125,6 +143,11 @@ def add_SyncJobServiceServicer_to_server(servicer, server):
                     servicer.DeleteSyncJob,
                     request_deserializer=ferry_dot_v1_dot_sync__job__pb2.DeleteSyncJobRequest.FromString,
                     response_serializer=ferry_dot_v1_dot_sync__job__pb2.DeleteSyncJobResponse.SerializeToString,
+            ),
+            'WatchSyncJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchSyncJob,
+                    request_deserializer=ferry_dot_v1_dot_sync__job__pb2.WatchSyncJobRequest.FromString,
+                    response_serializer=ferry_dot_v1_dot_sync__job__pb2.WatchSyncJobResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -262,6 +285,33 @@ class SyncJobService:
             '/ferry.v1.SyncJobService/DeleteSyncJob',
             ferry_dot_v1_dot_sync__job__pb2.DeleteSyncJobRequest.SerializeToString,
             ferry_dot_v1_dot_sync__job__pb2.DeleteSyncJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchSyncJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ferry.v1.SyncJobService/WatchSyncJob',
+            ferry_dot_v1_dot_sync__job__pb2.WatchSyncJobRequest.SerializeToString,
+            ferry_dot_v1_dot_sync__job__pb2.WatchSyncJobResponse.FromString,
             options,
             channel_credentials,
             insecure,
