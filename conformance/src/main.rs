@@ -344,7 +344,10 @@ impl Admin {
         let r = self
             .jobs
             .clone()
-            .get_sync_job(proto::GetSyncJobRequest { sync_job_id: id.into(), view: proto::SyncJobView::Full as i32 })
+            .get_sync_job(proto::GetSyncJobRequest {
+                sync_job_id: id.into(),
+                view: proto::SyncJobView::Full as i32,
+            })
             .await
             .context("GetSyncJob")?;
         r.into_inner().sync_job.context("GetSyncJob without a job")

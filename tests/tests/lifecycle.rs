@@ -113,7 +113,10 @@ impl World {
     }
 
     async fn job(&self, id: &str) -> anyhow::Result<Value> {
-        Ok(self.call(&format!("{J}/GetSyncJob"), json!({"sync_job_id": id, "view": "SYNC_JOB_VIEW_FULL"})).await?["syncJob"].clone())
+        Ok(self
+            .call(&format!("{J}/GetSyncJob"), json!({"sync_job_id": id, "view": "SYNC_JOB_VIEW_FULL"}))
+            .await?["syncJob"]
+            .clone())
     }
 
     async fn start_job(&self) -> anyhow::Result<String> {

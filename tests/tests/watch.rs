@@ -36,7 +36,12 @@ async fn watch_sync_job_and_connector() {
         let job_id = admin.create_job(CONNECTOR).await?;
         let (messages, err) = world
             .grpc
-            .stream(&cp.admin_addr(), &format!("{SYNC_JOBS}/WatchSyncJob"), &json!({"sync_job_id": job_id}), 300)
+            .stream(
+                &cp.admin_addr(),
+                &format!("{SYNC_JOBS}/WatchSyncJob"),
+                &json!({"sync_job_id": job_id}),
+                300,
+            )
             .await?;
         anyhow::ensure!(err.is_none(), "the watch ended with an error: {err:?}\n{messages:?}");
         let jobs: Vec<&Value> = messages.iter().map(|m| &m["syncJob"]).collect();
@@ -67,13 +72,17 @@ async fn watch_sync_job_and_connector() {
         // Summaries: no configuration in watched, listed or fetched jobs...
         anyhow::ensure!(last["connector"]["configuration"] == json!({}), "{last}");
         anyhow::ensure!(last["connector"]["indexName"] == CONNECTOR, "{last}");
-        let listed = admin.call(&format!("{SYNC_JOBS}/ListSyncJobs"), json!({"connector_id": CONNECTOR})).await?;
+        let listed =
+            admin.call(&format!("{SYNC_JOBS}/ListSyncJobs"), json!({"connector_id": CONNECTOR})).await?;
         anyhow::ensure!(listed["syncJobs"][0]["connector"]["configuration"] == json!({}), "{listed}");
         let got = admin.job(&job_id).await?;
         anyhow::ensure!(got["connector"]["configuration"] == json!({}), "{got}");
         // ...and everything with the full view (sensitive values redacted).
         let full = admin
-            .call(&format!("{SYNC_JOBS}/GetSyncJob"), json!({"sync_job_id": job_id, "view": "SYNC_JOB_VIEW_FULL"}))
+            .call(
+                &format!("{SYNC_JOBS}/GetSyncJob"),
+                json!({"sync_job_id": job_id, "view": "SYNC_JOB_VIEW_FULL"}),
+            )
             .await?;
         let cfg = &full["syncJob"]["connector"]["configuration"];
         anyhow::ensure!(cfg["database"]["value"] == CONNECTOR, "{full}");
@@ -84,12 +93,19 @@ async fn watch_sync_job_and_connector() {
                 json!({"connector_id": CONNECTOR, "view": "SYNC_JOB_VIEW_FULL"}),
             )
             .await?;
-        anyhow::ensure!(listed["syncJobs"][0]["connector"]["configuration"]["database"]["value"] == CONNECTOR);
+        anyhow::ensure!(
+            listed["syncJobs"][0]["connector"]["configuration"]["database"]["value"] == CONNECTOR
+        );
 
         // A watch of a job that does not exist fails at once.
         let (m, err) = world
             .grpc
-            .stream(&cp.admin_addr(), &format!("{SYNC_JOBS}/WatchSyncJob"), &json!({"sync_job_id": "nope"}), 30)
+            .stream(
+                &cp.admin_addr(),
+                &format!("{SYNC_JOBS}/WatchSyncJob"),
+                &json!({"sync_job_id": "nope"}),
+                30,
+            )
             .await?;
         anyhow::ensure!(m.is_empty() && err.as_ref().is_some_and(|e| e.code == "NotFound"), "{err:?}");
 

@@ -259,7 +259,9 @@ impl SyncJobService for SyncJobs {
         let r = request.into_inner();
         let full = full_view(r.view)?;
         let job = self.get(&r.sync_job_id).await?;
-        Ok(Response::new(proto::GetSyncJobResponse { sync_job: Some(convert::sync_job_view(&job.id, &job.doc, full)) }))
+        Ok(Response::new(proto::GetSyncJobResponse {
+            sync_job: Some(convert::sync_job_view(&job.id, &job.doc, full)),
+        }))
     }
 
     async fn list_sync_jobs(
