@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ferry_sdk::runtime::{AgentSettings, ProxySettings, ServedConnector, StreamCompression, TlsFiles};
+use ferry_sdk::runtime::{
+    AgentSettings, EnrollmentSettings, ProxySettings, ServedConnector, StreamCompression, TlsFiles,
+};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -22,6 +24,21 @@ pub struct RawConfig {
     pub connectors: Vec<RawConnector>,
     pub max_concurrent_jobs: Option<u32>,
     pub metrics: Option<RawMetrics>,
+    /// Where the agent keeps what it must remember (its enrolled key and
+    /// certificate). Default `./ferry-agent-state`.
+    pub state_dir: Option<PathBuf>,
+    pub enrollment: Option<RawEnrollment>,
+}
+
+/// Enrolling with a one-time token (`ferry_sdk::runtime::enroll`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEnrollment {
+    pub token: Option<String>,
+    /// SHA-256 of the control plane's agents CA, from CreateEnrollmentToken.
+    pub ca_fingerprint: Option<String>,
+    /// Default: the agent id the token was made for.
+    pub agent_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,6 +129,22 @@ impl RawConfig {
         } else if !url.starts_with("https://") && !url.starts_with("http://") {
             errs.push(format!("control_plane.url {url:?} must start with https://"));
         }
+        let enrollment = match self.enrollment {
+            Some(_) if cp.tls.is_some() => {
+                errs.push(
+                    "control_plane.tls and enrollment are both set: use operator-issued files or a token, not both"
+                        .into(),
+                );
+                None
+            }
+            Some(e) => Some(EnrollmentSettings {
+                token: e.token.filter(|t| !t.trim().is_empty()),
+                ca_fingerprint: e.ca_fingerprint,
+                agent_id: e.agent_id.filter(|t| !t.trim().is_empty()),
+                state_dir: self.state_dir.clone().unwrap_or_else(|| PathBuf::from("ferry-agent-state")),
+            }),
+            None => None,
+        };
         let tls = match cp.tls {
             Some(RawTls { ca: Some(ca), cert: Some(cert), key: Some(key) }) => {
                 Some(TlsFiles { ca, cert, key })
@@ -120,9 +153,10 @@ impl RawConfig {
                 errs.push("control_plane.tls needs all of ca, cert and key (PEM files)".into());
                 None
             }
-            None if url.starts_with("https://") => {
+            None if url.starts_with("https://") && enrollment.is_none() => {
                 errs.push(
-                    "control_plane.tls (ca, cert, key) is required: the control plane accepts agents with a client certificate only"
+                    "control_plane.tls (ca, cert, key) is required: the control plane accepts agents with a client certificate only \
+                     (or enroll with a token: enrollment.token and enrollment.ca_fingerprint)"
                         .into(),
                 );
                 None
@@ -201,6 +235,7 @@ impl RawConfig {
             connect_timeout: Duration::from_secs(cp.connect_timeout_s.unwrap_or(10).max(1)),
             compression,
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            enrollment,
         })
     }
 }

@@ -18,6 +18,10 @@ pub struct App {
     pub require_binding: bool,
     /// Identifies this instance in job documents (`ferry.control_plane`).
     pub instance_id: String,
+    /// Signs enrollment certificates; `None`: enrollment not configured.
+    pub enrollment: Option<Arc<crate::enrollment::Signer>>,
+    /// Revoked agent ids (cached, see `enrollment`).
+    pub revoked: Arc<crate::enrollment::Revoked>,
     /// Fires when the process begins shutting down.
     pub shutdown: CancellationToken,
 }

@@ -23,6 +23,19 @@ pub struct RawConfig {
     pub jobs: RawJobs,
     #[serde(default)]
     pub metrics: RawMetrics,
+    #[serde(default)]
+    pub enrollment: RawEnrollment,
+}
+
+/// Agent enrollment with one-time tokens (`enrollment.rs`).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawEnrollment {
+    /// Private key of `agents.tls.client_ca`; set: enrollment is on.
+    pub ca_key: Option<PathBuf>,
+    /// Lifetime of enrolled agents' certificates: `90s`, `30m`, `24h`,
+    /// `7d` or plain seconds. Default 24h.
+    pub certificate_ttl: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -98,6 +111,34 @@ pub struct Config {
     pub jobs: JobSettings,
     /// Where Prometheus metrics are served; `None`: not served.
     pub metrics_listen: Option<SocketAddr>,
+    pub enrollment: Option<EnrollmentSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EnrollmentSettings {
+    pub ca_key: PathBuf,
+    pub certificate_ttl: Duration,
+}
+
+/// `90s`, `30m`, `24h`, `7d` or a number of seconds.
+pub fn parse_duration(v: &serde_json::Value) -> Option<Duration> {
+    if let Some(n) = v.as_u64() {
+        return Some(Duration::from_secs(n));
+    }
+    let s = v.as_str()?.trim();
+    if let Ok(n) = s.parse::<u64>() {
+        return Some(Duration::from_secs(n));
+    }
+    let (num, unit) = s.split_at(s.len().checked_sub(1)?);
+    let n: u64 = num.trim().parse().ok()?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return None,
+    };
+    Some(Duration::from_secs(n.checked_mul(mult)?))
 }
 
 #[derive(Debug, Clone)]
@@ -220,6 +261,24 @@ impl RawConfig {
             lease_timeout: Duration::from_secs(j.lease_timeout_s.unwrap_or(60).max(5)),
             poll_interval: Duration::from_millis(j.poll_interval_ms.unwrap_or(1_000).clamp(50, 60_000)),
         };
+        let enrollment = self.enrollment.ca_key.as_ref().map(|ca_key| {
+            let ttl = match &self.enrollment.certificate_ttl {
+                None => Duration::from_secs(24 * 3600),
+                Some(v) => match parse_duration(v) {
+                    Some(d) if d >= Duration::from_secs(60) => d,
+                    _ => {
+                        errs.push(format!(
+                            "enrollment.certificate_ttl {v}: write a duration of at least a minute, e.g. 24h, 30m, 3600"
+                        ));
+                        Duration::from_secs(24 * 3600)
+                    }
+                },
+            };
+            EnrollmentSettings { ca_key: ca_key.clone(), certificate_ttl: ttl }
+        });
+        if enrollment.is_none() && self.enrollment.certificate_ttl.is_some() {
+            errs.push("enrollment.certificate_ttl is set but enrollment.ca_key is not: set both".into());
+        }
         if !errs.is_empty() {
             return Err(errs);
         }
@@ -237,6 +296,7 @@ impl RawConfig {
             admin_tls,
             jobs,
             metrics_listen,
+            enrollment,
         })
     }
 }
@@ -266,6 +326,15 @@ mod tests {
         assert!(matches!(cfg.elasticsearch.auth, EsAuth::ApiKey(_)));
         assert_eq!(cfg.admin_listen.to_string(), "127.0.0.1:50052");
         assert!(!format!("{:?}", cfg.elasticsearch.auth).contains("s3cr3t"));
+    }
+
+    #[test]
+    fn durations() {
+        use serde_json::json;
+        assert_eq!(parse_duration(&json!("24h")), Some(Duration::from_secs(86400)));
+        assert_eq!(parse_duration(&json!("90s")), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration(&json!(120)), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration(&json!("2w")), None);
     }
 
     #[test]

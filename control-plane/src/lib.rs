@@ -12,12 +12,14 @@
 //! - [`server`]: wiring, listeners, ordered shutdown.
 //! - [`metrics`]: Prometheus metrics (`metrics.listen`).
 //! - [`pki`]: development certificates (`ferry-control-plane certs`).
+//! - [`enrollment`]: one-time tokens → agent certificates; revocation.
 
 pub mod admin;
 pub mod agents;
 pub mod app;
 pub mod config;
 pub mod elasticsearch;
+pub mod enrollment;
 pub mod error;
 pub mod jobs;
 pub mod metrics;

@@ -127,11 +127,7 @@ pub fn issue_agent(
     days: u32,
     force: bool,
 ) -> Result<AgentOutput, PkiError> {
-    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-        return Err(PkiError::Cert(format!(
-            "agent id {id:?}: use letters, digits, '-', '_' and '.' only (it is the certificate's CN and a file name)"
-        )));
-    }
+    check_agent_id(id).map_err(PkiError::Cert)?;
     let out =
         AgentOutput { cert: out_dir.join(format!("{id}.pem")), key: out_dir.join(format!("{id}-key.pem")) };
     if !force {
@@ -154,6 +150,20 @@ pub fn issue_agent(
     write_file(&out.cert, cert.as_bytes(), false)?;
     write_file(&out.key, key.as_bytes(), true)?;
     Ok(out)
+}
+
+/// Agent ids are certificate CNs and file names: letters, digits, `-_.`.
+pub fn check_agent_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 128 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(format!(
+            "agent id {id:?}: use letters, digits, '-', '_' and '.' only (it is the certificate's CN and a file name)"
+        ));
+    }
+    if id.starts_with('.') {
+        return Err(format!("agent id {id:?} must not start with '.'"));
+    }
+    Ok(())
 }
 
 /// The CA made by [`init`], read back from `ca_dir`.

@@ -71,7 +71,23 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         es.clone(),
         BulkConfig { max_request_bytes: config.elasticsearch.bulk_max_bytes as usize, ..Default::default() },
     );
+    let enrollment = match &config.enrollment {
+        None => None,
+        Some(e) => {
+            let ca = config.agents_tls.client_ca.as_ref().expect("validated: agents.tls.client_ca");
+            let signer = crate::enrollment::Signer::load(ca, &e.ca_key, e.certificate_ttl)
+                .map_err(|m| ServerError::Store(crate::error::Error::Internal(m)))?;
+            tracing::info!(
+                ca_fingerprint = signer.ca_fingerprint(),
+                certificate_ttl_s = e.certificate_ttl.as_secs(),
+                "enrollment on: agents may connect without a certificate to enroll"
+            );
+            Some(Arc::new(signer))
+        }
+    };
     let app = Arc::new(App {
+        enrollment,
+        revoked: Arc::new(crate::enrollment::Revoked::default()),
         stores: Stores::new(es),
         bulk,
         registry: Arc::new(Registry::default()),
@@ -86,6 +102,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     loops.spawn(crate::jobs::dispatcher::run_progress(app.clone()));
     loops.spawn(crate::jobs::scheduler::run_scheduler(app.clone()));
     loops.spawn(crate::admin::fleet::run_recorder(app.clone()));
+    loops.spawn(crate::enrollment::run_revoked_refresh(app.clone()));
     loops.close();
 
     let agents_listener = tokio::net::TcpListener::bind(config.agents_listen)
@@ -110,7 +127,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         .accept_compressed(tonic::codec::CompressionEncoding::Zstd);
     // TLS is terminated in agents::tls (not by tonic) so refused handshakes are logged.
     let agents_tls = Arc::new(
-        crate::agents::tls::ReloadableConfig::load(&config.agents_tls)
+        crate::agents::tls::ReloadableConfig::load(&config.agents_tls, config.enrollment.is_some())
             .map_err(|e| ServerError::Store(crate::error::Error::Internal(e)))?,
     );
     tokio::spawn(crate::agents::tls::reload_on_sighup(agents_tls.clone(), shutdown.clone()));
@@ -123,7 +140,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         // the transport window only needs to cover one window of batches.
         .initial_stream_window_size(Some(HTTP2_STREAM_WINDOW))
         .initial_connection_window_size(Some(HTTP2_CONNECTION_WINDOW))
-        .add_service(agent_service);
+        .add_service(agent_service)
+        .add_service(proto::enrollment_service_server::EnrollmentServiceServer::new(
+            crate::enrollment::EnrollmentService::new(app.clone()),
+        ));
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter

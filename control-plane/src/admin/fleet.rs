@@ -170,6 +170,20 @@ impl FleetService for Fleet {
         Ok(Response::new(proto::ListAgentsResponse { agents }))
     }
 
+    async fn create_enrollment_token(
+        &self,
+        request: Request<proto::CreateEnrollmentTokenRequest>,
+    ) -> Result<Response<proto::CreateEnrollmentTokenResponse>, Status> {
+        Ok(Response::new(crate::enrollment::create_token(&self.app, request.into_inner()).await?))
+    }
+
+    async fn revoke_agent(
+        &self,
+        request: Request<proto::RevokeAgentRequest>,
+    ) -> Result<Response<proto::RevokeAgentResponse>, Status> {
+        Ok(Response::new(crate::enrollment::revoke_agent(&self.app, request.into_inner()).await?))
+    }
+
     async fn get_connector_agents(
         &self,
         request: Request<proto::GetConnectorAgentsRequest>,

@@ -51,6 +51,12 @@ impl proto::agent_service_server::AgentService for AgentService {
             .ok_or_else(|| Status::unauthenticated("no client certificate: agents must connect with mTLS"))?;
         let first = certs.first().ok_or_else(|| Status::unauthenticated("empty client certificate chain"))?;
         let agent_id = agent_id_from_cert(first.as_ref()).map_err(Status::unauthenticated)?;
+        if self.app.revoked.contains(&agent_id) {
+            tracing::warn!(agent_id = %agent_id, "session refused: the agent is revoked");
+            return Err(Status::permission_denied(format!(
+                "agent {agent_id:?} is revoked (FleetService/RevokeAgent): its sessions are refused"
+            )));
+        }
         let address = request.remote_addr().map(|a| a.to_string()).unwrap_or_default();
         // How the agent compresses its stream (`grpc-encoding`), for the log.
         let compression = request

@@ -10,9 +10,15 @@
 //! `tokio_rustls::server::TlsStream` carries the verified client certificate
 //! to `Request::peer_certs`, where `identity.rs` reads the agent id.
 //!
-//! Client certificates are mandatory and verified by rustls'
-//! `WebPkiClientVerifier` against `agents.tls.client_ca` (chain, validity
-//! period, client-auth usage).
+//! Client certificates are verified by rustls' `WebPkiClientVerifier`
+//! against `agents.tls.client_ca` (chain, validity period, client-auth
+//! usage). They are mandatory at the handshake unless enrollment is on
+//! (`enrollment.ca_key`): then a client may connect without one, to call
+//! `EnrollmentService/GetCaCertificate` and `Enroll`; every other RPC
+//! (Session, RenewCertificate) refuses a connection without a verified
+//! certificate (`Request::peer_certs` is `None`). A certificate that is
+//! presented is still verified at the handshake, so expired or foreign
+//! certificates are refused there either way.
 //!
 //! [`ReloadableConfig`] re-reads `agents.tls` (certificate, key, client CA)
 //! on SIGHUP: handshakes started after the reload use the new files,
@@ -49,7 +55,7 @@ fn read_certs(what: &str, path: &std::path::Path) -> Result<Vec<CertificateDer<'
 
 /// rustls server config: our certificate, mandatory client certificates
 /// from `client_ca`, ALPN h2 (gRPC).
-pub fn server_config(t: &ServerTls) -> Result<Arc<rustls::ServerConfig>, String> {
+pub fn server_config(t: &ServerTls, allow_no_certificate: bool) -> Result<Arc<rustls::ServerConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let certs = read_certs("agents.tls.cert", &t.cert)?;
     let key_pem =
@@ -62,9 +68,9 @@ pub fn server_config(t: &ServerTls) -> Result<Arc<rustls::ServerConfig>, String>
     for ca in read_certs("agents.tls.client_ca", ca_path)? {
         roots.add(ca).map_err(|e| format!("agents.tls.client_ca {}: {e}", ca_path.display()))?;
     }
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .map_err(|e| format!("agents.tls.client_ca {}: {e}", ca_path.display()))?;
+    let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+    let builder = if allow_no_certificate { builder.allow_unauthenticated() } else { builder };
+    let verifier = builder.build().map_err(|e| format!("agents.tls.client_ca {}: {e}", ca_path.display()))?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS setup: {e}"))?
@@ -78,17 +84,22 @@ pub fn server_config(t: &ServerTls) -> Result<Arc<rustls::ServerConfig>, String>
 /// The agents listener's TLS configuration, replaceable at run time.
 pub struct ReloadableConfig {
     files: ServerTls,
+    allow_no_certificate: bool,
     current: std::sync::RwLock<Arc<rustls::ServerConfig>>,
 }
 
 impl ReloadableConfig {
-    pub fn load(files: &ServerTls) -> Result<ReloadableConfig, String> {
-        Ok(ReloadableConfig { files: files.clone(), current: std::sync::RwLock::new(server_config(files)?) })
+    pub fn load(files: &ServerTls, allow_no_certificate: bool) -> Result<ReloadableConfig, String> {
+        Ok(ReloadableConfig {
+            files: files.clone(),
+            allow_no_certificate,
+            current: std::sync::RwLock::new(server_config(files, allow_no_certificate)?),
+        })
     }
 
     /// Re-reads the files; on error the previous configuration stays.
     pub fn reload(&self) -> Result<(), String> {
-        let fresh = server_config(&self.files)?;
+        let fresh = server_config(&self.files, self.allow_no_certificate)?;
         *self.current.write().expect("tls config lock") = fresh;
         Ok(())
     }

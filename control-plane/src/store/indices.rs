@@ -71,6 +71,28 @@ fn jobs_mapping() -> serde_json::Value {
     })
 }
 
+fn enrollment_mappings() -> [(&'static str, serde_json::Value); 2] {
+    [
+        (
+            crate::enrollment::TOKENS_INDEX,
+            json!({"mappings": {"dynamic": false, "properties": {
+                "agent_id": {"type": "keyword"},
+                "created_at_ms": {"type": "long"},
+                "expires_at_ms": {"type": "long"},
+                "used_at_ms": {"type": "long"},
+                "revoked": {"type": "boolean"}
+            }}}),
+        ),
+        (
+            crate::enrollment::REVOKED_INDEX,
+            json!({"mappings": {"dynamic": false, "properties": {
+                "agent_id": {"type": "keyword"},
+                "revoked_at_ms": {"type": "long"}
+            }}}),
+        ),
+    ]
+}
+
 /// What to create for a state index (`alias`) that does not exist yet.
 #[derive(Debug, PartialEq)]
 pub enum Creation {
@@ -94,8 +116,16 @@ pub fn plan(distribution: Distribution) -> Vec<(&'static str, Creation)> {
     }
 }
 
-/// Makes sure both state indices exist.
+/// Makes sure the state indices exist: the two connector indices (as
+/// [`plan`] says) and Ferry's own enrollment indices (ordinary indices on
+/// both distributions).
 pub async fn ensure_state_indices(es: &EsClient, distribution: Distribution) -> Result<()> {
+    for (index, body) in enrollment_mappings() {
+        if !es.index_exists(index).await? {
+            es.create_index(index, &body).await?;
+            tracing::info!(index, "created state index");
+        }
+    }
     for (name, creation) in plan(distribution) {
         if es.index_exists(name).await? {
             continue;

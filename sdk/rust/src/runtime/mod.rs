@@ -11,6 +11,7 @@
 
 mod backoff;
 mod connect;
+mod enroll;
 mod proxy;
 mod session;
 
@@ -21,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use backoff::Backoff;
 pub use connect::{ConnectError, TlsFiles, MAX_MESSAGE_BYTES};
+pub use enroll::{renew_at, stored_files, EnrollmentSettings};
 pub use proxy::{no_proxy_matches, ProxySettings};
 
 use crate::source::Source;
@@ -86,6 +88,9 @@ pub struct AgentSettings {
     pub compression: StreamCompression,
     /// Reported to the control plane (fleet view).
     pub agent_version: String,
+    /// Enroll with a token instead of operator-issued files (`enroll.rs`);
+    /// `tls` is then filled from the state directory.
+    pub enrollment: Option<EnrollmentSettings>,
 }
 
 /// An agent: settings plus the sources it can read.
@@ -102,7 +107,7 @@ impl Agent {
     /// Runs sessions until `shutdown` fires. Returns an error only for
     /// problems no retry can fix (unreadable certificate files, a connector
     /// whose service type no source serves).
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ConnectError> {
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), ConnectError> {
         for c in &self.settings.connectors {
             if !self.sources.iter().any(|s| s.service_type() == c.service_type) {
                 return Err(ConnectError::Config(format!(
@@ -113,7 +118,14 @@ impl Agent {
                 )));
             }
         }
-        let dialer = connect::Dialer::new(&self.settings)?;
+        if let Some(e) = self.settings.enrollment.clone() {
+            match enroll::ensure_identity(&self.settings, &e, &shutdown).await? {
+                Some(files) => self.settings.tls = Some(files),
+                None => return Ok(()),
+            }
+            tokio::spawn(enroll::renew_loop(self.settings.clone(), e.state_dir.clone(), shutdown.clone()));
+        }
+        let mut dialer = connect::Dialer::new(&self.settings)?;
         if let Some(addr) = self.settings.metrics_listen {
             let mut registry = crate::metrics::prometheus_client::registry::Registry::with_prefix("ferry");
             crate::metrics::register_agent(&mut registry);
@@ -129,6 +141,10 @@ impl Agent {
         loop {
             if shutdown.is_cancelled() {
                 return Ok(());
+            }
+            if self.settings.enrollment.is_some() {
+                // Pick up a renewed certificate.
+                dialer = connect::Dialer::new(&self.settings)?;
             }
             let started = tokio::time::Instant::now();
             let end = session::run(&self.settings, &dialer, sources.clone(), shutdown.clone()).await;
