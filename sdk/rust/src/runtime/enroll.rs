@@ -111,16 +111,14 @@ pub(super) async fn ensure_identity(
             e.state_dir.display()
         ))
     })?;
-    let fingerprint = e
-        .ca_fingerprint
-        .as_deref()
-        .map(normalize_fingerprint)
-        .filter(|f| f.len() == 64)
-        .ok_or_else(|| {
-            config(
+    let fingerprint =
+        e.ca_fingerprint.as_deref().map(normalize_fingerprint).filter(|f| f.len() == 64).ok_or_else(
+            || {
+                config(
                 "enrollment.ca_fingerprint (64 hex digits, from CreateEnrollmentToken) is required to enroll",
             )
-        })?;
+            },
+        )?;
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
     loop {
         match enroll_once(settings, e, token, &fingerprint).await {
