@@ -180,7 +180,7 @@ pub async fn create_job(
             id: connector.id.clone(),
             configuration: c.configuration.clone(),
             filtering: crate::model::sync_job::job_filtering(&c.filtering),
-            index_name,
+            index_name: crate::model::sync_job::job_index_name(job_type, &index_name),
             language: c.language.clone(),
             pipeline: c.pipeline.clone(),
             service_type: c.service_type.clone(),

@@ -98,6 +98,20 @@ pub fn job_filtering(connector_filtering: &Value) -> Value {
         .unwrap_or_else(|| serde_json::json!({"advanced_snippet": {}, "rules": []}))
 }
 
+/// Prefix of the index an access-control job writes (Elastic's
+/// `ACCESS_CONTROL_INDEX_PREFIX`).
+pub const ACCESS_CONTROL_INDEX_PREFIX: &str = ".search-acl-filter-";
+
+/// The index a job of `job_type` writes, as Elastic records it in the job's
+/// `connector.index_name`: content jobs the connector's index,
+/// access-control jobs `.search-acl-filter-{index}`.
+pub fn job_index_name(job_type: JobType, connector_index: &str) -> String {
+    match job_type {
+        JobType::AccessControl => format!("{ACCESS_CONTROL_INDEX_PREFIX}{connector_index}"),
+        JobType::Full | JobType::Incremental => connector_index.to_owned(),
+    }
+}
+
 /// Ferry's bookkeeping on a job: who holds it, where to resume.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default)]
@@ -217,6 +231,13 @@ mod tests {
         assert!(c.active_filter().is_none());
         assert_eq!(job_filtering(&Value::Null), json!({"advanced_snippet": {}, "rules": []}));
         assert_eq!(job_filtering(&json!([])), json!({"advanced_snippet": {}, "rules": []}));
+    }
+
+    #[test]
+    fn access_control_jobs_write_elastics_acl_index() {
+        assert_eq!(job_index_name(JobType::Full, "music"), "music");
+        assert_eq!(job_index_name(JobType::Incremental, "music"), "music");
+        assert_eq!(job_index_name(JobType::AccessControl, "music"), ".search-acl-filter-music");
     }
 
     #[test]
