@@ -133,3 +133,61 @@ async fn watch_sync_job_and_connector() {
         panic!("{e:?}\n{}\n{}", cp.logs(), agent.logs());
     }
 }
+
+/// A source without settings: the connector is `configured` as soon as its
+/// agent registers, syncs without any UpdateConfiguration, and
+/// `UpdateConfiguration {"values": {}}` is accepted (a value is refused by name).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_without_settings_is_configured_on_registration() {
+    let world = World::start().expect("PostgreSQL, osmem, PKI");
+    let cp = world.start_control_plane().expect("control plane");
+    let admin = Admin::new(&world.grpc, cp.admin_addr());
+    admin
+        .call(
+            &format!("{CONNECTORS}/PutConnector"),
+            json!({"connector_id": "k", "index_name": "k", "service_type": "constant"}),
+        )
+        .await
+        .expect("PutConnector");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let tls = world.agent_tls("py-agent").unwrap();
+    let mut agent = std::process::Command::new("python3")
+        .arg(root.join("tests/testdata/schemaless_agent.py"))
+        .env("PYTHONPATH", root.join("sdk/python/src"))
+        .env("FERRY_CONTROL_PLANE_URL", cp.agents_url())
+        .env("FERRY_TLS_CA", &tls.ca)
+        .env("FERRY_TLS_CERT", &tls.cert)
+        .env("FERRY_TLS_KEY", &tls.key)
+        .env("FERRY_CONNECTOR_ID", "k")
+        .spawn()
+        .expect("python3 agent");
+    let result = async {
+        let c = ferry_tests::process::wait_until("connector configured", ferry_tests::scenario::STEP, || async {
+            let c = admin.connector("k").await?;
+            Ok(matches!(c["status"].as_str(), Some("CONNECTOR_STATUS_CONFIGURED" | "CONNECTOR_STATUS_CONNECTED"))
+                .then_some(c))
+        })
+        .await?;
+        eprintln!("status without UpdateConfiguration: {}", c["status"]);
+        admin.call(&format!("{CONNECTORS}/UpdateConfiguration"), json!({"connector_id": "k", "values": {}})).await?;
+        let e = world
+            .grpc
+            .call_err(
+                &cp.admin_addr(),
+                &format!("{CONNECTORS}/UpdateConfiguration"),
+                &json!({"connector_id": "k", "values": {"x": "1"}}),
+            )
+            .await?;
+        anyhow::ensure!(e.code == "InvalidArgument" && e.message.contains("values.x"), "{e}");
+        let job = admin.create_job("k").await?;
+        let j = admin.wait_completed(&job, ferry_tests::scenario::STEP).await?;
+        anyhow::ensure!(json_i64(&j["indexedDocumentCount"]) == 3, "{j}");
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    let _ = agent.kill();
+    let _ = agent.wait();
+    if let Err(e) = result {
+        panic!("{e:?}\n{}", cp.logs());
+    }
+}

@@ -95,6 +95,7 @@ impl Connectors {
     ) -> Result<Versioned<ConnectorDoc>> {
         validate::connector_id("connector_id", &r.connector_id)?;
         let values = values_from_proto(&r.values);
+        let served = !self.app.registry.serving(&r.connector_id).is_empty();
         let updated = self
             .app
             .stores
@@ -102,6 +103,23 @@ impl Connectors {
             .update(&r.connector_id, |c| {
                 if c.deleted {
                     return Err(not_found(&r.connector_id));
+                }
+                // An agent registered an empty schema: nothing to set.
+                if c.configuration.is_empty() && (served || c.status != ConnectorStatus::Created) {
+                    if let Some(key) = values.keys().next() {
+                        return Err(Error::invalid(
+                            &format!("values.{key}"),
+                            "this connector's agent declares no configuration fields: send \"values\": {}",
+                        ));
+                    }
+                    if c.status == ConnectorStatus::Created {
+                        c.move_to(ConnectorStatus::NeedsConfiguration);
+                    }
+                    if c.status == ConnectorStatus::NeedsConfiguration {
+                        c.move_to(ConnectorStatus::Configured);
+                    }
+                    c.error = None;
+                    return Ok(Change::Write(()));
                 }
                 if c.configuration.is_empty() {
                     return Err(Error::FailedPrecondition(format!(

@@ -92,10 +92,13 @@ async fn reconcile(app: &App, session: &AgentSession, offer: &Offer) -> Result<(
             if c.status == ConnectorStatus::Created {
                 c.move_to(ConnectorStatus::NeedsConfiguration);
             }
+            // Configured once the values needed are there; a schema with no
+            // required field (or none at all) needs nothing from the user.
             if c.status == ConnectorStatus::NeedsConfiguration
                 && c.missing_required().is_empty()
-                && !c.config_values().is_empty()
-                && c.configuration.values().any(|e| !crate::model::connector::is_empty_value(&e.value))
+                && (!c.configuration.values().any(|e| e.required)
+                    || (!c.config_values().is_empty()
+                        && c.configuration.values().any(|e| !crate::model::connector::is_empty_value(&e.value))))
             {
                 c.move_to(ConnectorStatus::Configured);
             }
