@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x66\x65rry/v1/fleet.proto\x12\x08\x66\x65rry.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xaf\x02\n\tAgentInfo\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\x10\n\x08hostname\x18\x05 \x01(\t\x12\x33\n\x0f\x63onnected_since\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_heartbeat\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nconnectors\x18\x08 \x03(\t\x12\x17\n\x0frunning_job_ids\x18\t \x03(\t\x12\x1b\n\x13max_concurrent_jobs\x18\n \x01(\r\x12\x15\n\rcontrol_plane\x18\x0b \x01(\t\"\x13\n\x11ListAgentsRequest\"9\n\x12ListAgentsResponse\x12#\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x13.ferry.v1.AgentInfo\"1\n\x19GetConnectorAgentsRequest\x12\x14\n\x0c\x63onnector_id\x18\x01 \x01(\t\"\xeb\x01\n\x1aGetConnectorAgentsResponse\x12&\n\tmay_serve\x18\x01 \x03(\x0b\x32\x13.ferry.v1.AgentInfo\x12$\n\x07serving\x18\x02 \x03(\x0b\x32\x13.ferry.v1.AgentInfo\x12K\n\x0crunning_jobs\x18\x03 \x03(\x0b\x32\x35.ferry.v1.GetConnectorAgentsResponse.RunningJobsEntry\x1a\x32\n\x10RunningJobsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\xb8\x01\n\x0c\x46leetService\x12G\n\nListAgents\x12\x1b.ferry.v1.ListAgentsRequest\x1a\x1c.ferry.v1.ListAgentsResponse\x12_\n\x12GetConnectorAgents\x12#.ferry.v1.GetConnectorAgentsRequest\x1a$.ferry.v1.GetConnectorAgentsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x66\x65rry/v1/fleet.proto\x12\x08\x66\x65rry.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xaf\x02\n\tAgentInfo\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\x10\n\x08hostname\x18\x05 \x01(\t\x12\x33\n\x0f\x63onnected_since\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_heartbeat\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nconnectors\x18\x08 \x03(\t\x12\x17\n\x0frunning_job_ids\x18\t \x03(\t\x12\x1b\n\x13max_concurrent_jobs\x18\n \x01(\r\x12\x15\n\rcontrol_plane\x18\x0b \x01(\t\"\x13\n\x11ListAgentsRequest\"9\n\x12ListAgentsResponse\x12#\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x13.ferry.v1.AgentInfo\"1\n\x19GetConnectorAgentsRequest\x12\x14\n\x0c\x63onnector_id\x18\x01 \x01(\t\"\xeb\x01\n\x1aGetConnectorAgentsResponse\x12&\n\tmay_serve\x18\x01 \x03(\x0b\x32\x13.ferry.v1.AgentInfo\x12$\n\x07serving\x18\x02 \x03(\x0b\x32\x13.ferry.v1.AgentInfo\x12K\n\x0crunning_jobs\x18\x03 \x03(\x0b\x32\x35.ferry.v1.GetConnectorAgentsResponse.RunningJobsEntry\x1a\x32\n\x10RunningJobsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"E\n\x1c\x43reateEnrollmentTokenRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x02 \x01(\r\"v\n\x1d\x43reateEnrollmentTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x16\n\x0e\x63\x61_fingerprint\x18\x02 \x01(\t\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"&\n\x12RevokeAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"-\n\x13RevokeAgentResponse\x12\x16\n\x0etokens_revoked\x18\x01 \x01(\r\"\x19\n\x17GetCaCertificateRequest\"6\n\x18GetCaCertificateResponse\x12\x1a\n\x12\x63\x61_certificate_pem\x18\x01 \x01(\t\"A\n\rEnrollRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x03 \x01(\t\"u\n\x0e\x45nrollResponse\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x01 \x01(\t\x12\x1a\n\x12\x63\x61_certificate_pem\x18\x02 \x01(\t\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"*\n\x17RenewCertificateRequest\x12\x0f\n\x07\x63sr_pem\x18\x01 \x01(\t\"c\n\x18RenewCertificateResponse\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xee\x02\n\x0c\x46leetService\x12G\n\nListAgents\x12\x1b.ferry.v1.ListAgentsRequest\x1a\x1c.ferry.v1.ListAgentsResponse\x12_\n\x12GetConnectorAgents\x12#.ferry.v1.GetConnectorAgentsRequest\x1a$.ferry.v1.GetConnectorAgentsResponse\x12h\n\x15\x43reateEnrollmentToken\x12&.ferry.v1.CreateEnrollmentTokenRequest\x1a\'.ferry.v1.CreateEnrollmentTokenResponse\x12J\n\x0bRevokeAgent\x12\x1c.ferry.v1.RevokeAgentRequest\x1a\x1d.ferry.v1.RevokeAgentResponse2\x86\x02\n\x11\x45nrollmentService\x12Y\n\x10GetCaCertificate\x12!.ferry.v1.GetCaCertificateRequest\x1a\".ferry.v1.GetCaCertificateResponse\x12;\n\x06\x45nroll\x12\x17.ferry.v1.EnrollRequest\x1a\x18.ferry.v1.EnrollResponse\x12Y\n\x10RenewCertificate\x12!.ferry.v1.RenewCertificateRequest\x1a\".ferry.v1.RenewCertificateResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,6 +46,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETCONNECTORAGENTSRESPONSE']._serialized_end=740
   _globals['_GETCONNECTORAGENTSRESPONSE_RUNNINGJOBSENTRY']._serialized_start=690
   _globals['_GETCONNECTORAGENTSRESPONSE_RUNNINGJOBSENTRY']._serialized_end=740
-  _globals['_FLEETSERVICE']._serialized_start=743
-  _globals['_FLEETSERVICE']._serialized_end=927
+  _globals['_CREATEENROLLMENTTOKENREQUEST']._serialized_start=742
+  _globals['_CREATEENROLLMENTTOKENREQUEST']._serialized_end=811
+  _globals['_CREATEENROLLMENTTOKENRESPONSE']._serialized_start=813
+  _globals['_CREATEENROLLMENTTOKENRESPONSE']._serialized_end=931
+  _globals['_REVOKEAGENTREQUEST']._serialized_start=933
+  _globals['_REVOKEAGENTREQUEST']._serialized_end=971
+  _globals['_REVOKEAGENTRESPONSE']._serialized_start=973
+  _globals['_REVOKEAGENTRESPONSE']._serialized_end=1018
+  _globals['_GETCACERTIFICATEREQUEST']._serialized_start=1020
+  _globals['_GETCACERTIFICATEREQUEST']._serialized_end=1045
+  _globals['_GETCACERTIFICATERESPONSE']._serialized_start=1047
+  _globals['_GETCACERTIFICATERESPONSE']._serialized_end=1101
+  _globals['_ENROLLREQUEST']._serialized_start=1103
+  _globals['_ENROLLREQUEST']._serialized_end=1168
+  _globals['_ENROLLRESPONSE']._serialized_start=1170
+  _globals['_ENROLLRESPONSE']._serialized_end=1287
+  _globals['_RENEWCERTIFICATEREQUEST']._serialized_start=1289
+  _globals['_RENEWCERTIFICATEREQUEST']._serialized_end=1331
+  _globals['_RENEWCERTIFICATERESPONSE']._serialized_start=1333
+  _globals['_RENEWCERTIFICATERESPONSE']._serialized_end=1432
+  _globals['_FLEETSERVICE']._serialized_start=1435
+  _globals['_FLEETSERVICE']._serialized_end=1801
+  _globals['_ENROLLMENTSERVICE']._serialized_start=1804
+  _globals['_ENROLLMENTSERVICE']._serialized_end=2066
 # @@protoc_insertion_point(module_scope)

@@ -67,3 +67,77 @@ class GetConnectorAgentsResponse(_message.Message):
     serving: _containers.RepeatedCompositeFieldContainer[AgentInfo]
     running_jobs: _containers.ScalarMap[str, str]
     def __init__(self, may_serve: _Optional[_Iterable[_Union[AgentInfo, _Mapping]]] = ..., serving: _Optional[_Iterable[_Union[AgentInfo, _Mapping]]] = ..., running_jobs: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class CreateEnrollmentTokenRequest(_message.Message):
+    __slots__ = ("agent_id", "ttl_seconds")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    ttl_seconds: int
+    def __init__(self, agent_id: _Optional[str] = ..., ttl_seconds: _Optional[int] = ...) -> None: ...
+
+class CreateEnrollmentTokenResponse(_message.Message):
+    __slots__ = ("token", "ca_fingerprint", "expires_at")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    CA_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    ca_fingerprint: str
+    expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, token: _Optional[str] = ..., ca_fingerprint: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class RevokeAgentRequest(_message.Message):
+    __slots__ = ("agent_id",)
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    def __init__(self, agent_id: _Optional[str] = ...) -> None: ...
+
+class RevokeAgentResponse(_message.Message):
+    __slots__ = ("tokens_revoked",)
+    TOKENS_REVOKED_FIELD_NUMBER: _ClassVar[int]
+    tokens_revoked: int
+    def __init__(self, tokens_revoked: _Optional[int] = ...) -> None: ...
+
+class GetCaCertificateRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetCaCertificateResponse(_message.Message):
+    __slots__ = ("ca_certificate_pem",)
+    CA_CERTIFICATE_PEM_FIELD_NUMBER: _ClassVar[int]
+    ca_certificate_pem: str
+    def __init__(self, ca_certificate_pem: _Optional[str] = ...) -> None: ...
+
+class EnrollRequest(_message.Message):
+    __slots__ = ("token", "agent_id", "csr_pem")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CSR_PEM_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    agent_id: str
+    csr_pem: str
+    def __init__(self, token: _Optional[str] = ..., agent_id: _Optional[str] = ..., csr_pem: _Optional[str] = ...) -> None: ...
+
+class EnrollResponse(_message.Message):
+    __slots__ = ("certificate_pem", "ca_certificate_pem", "expires_at")
+    CERTIFICATE_PEM_FIELD_NUMBER: _ClassVar[int]
+    CA_CERTIFICATE_PEM_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    certificate_pem: str
+    ca_certificate_pem: str
+    expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, certificate_pem: _Optional[str] = ..., ca_certificate_pem: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class RenewCertificateRequest(_message.Message):
+    __slots__ = ("csr_pem",)
+    CSR_PEM_FIELD_NUMBER: _ClassVar[int]
+    csr_pem: str
+    def __init__(self, csr_pem: _Optional[str] = ...) -> None: ...
+
+class RenewCertificateResponse(_message.Message):
+    __slots__ = ("certificate_pem", "expires_at")
+    CERTIFICATE_PEM_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    certificate_pem: str
+    expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, certificate_pem: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

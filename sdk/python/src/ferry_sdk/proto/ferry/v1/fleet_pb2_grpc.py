@@ -47,6 +47,16 @@ class FleetServiceStub:
                 request_serializer=ferry_dot_v1_dot_fleet__pb2.GetConnectorAgentsRequest.SerializeToString,
                 response_deserializer=ferry_dot_v1_dot_fleet__pb2.GetConnectorAgentsResponse.FromString,
                 _registered_method=True)
+        self.CreateEnrollmentToken = channel.unary_unary(
+                '/ferry.v1.FleetService/CreateEnrollmentToken',
+                request_serializer=ferry_dot_v1_dot_fleet__pb2.CreateEnrollmentTokenRequest.SerializeToString,
+                response_deserializer=ferry_dot_v1_dot_fleet__pb2.CreateEnrollmentTokenResponse.FromString,
+                _registered_method=True)
+        self.RevokeAgent = channel.unary_unary(
+                '/ferry.v1.FleetService/RevokeAgent',
+                request_serializer=ferry_dot_v1_dot_fleet__pb2.RevokeAgentRequest.SerializeToString,
+                response_deserializer=ferry_dot_v1_dot_fleet__pb2.RevokeAgentResponse.FromString,
+                _registered_method=True)
 
 
 class FleetServiceServicer:
@@ -70,6 +80,22 @@ class FleetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateEnrollmentToken(self, request, context):
+        """A one-time, expiring token with which agent `agent_id` enrolls
+        (EnrollmentService/Enroll). Only its SHA-256 is stored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeAgent(self, request, context):
+        """Refuses the agent's sessions from now on (every control plane within a
+        few seconds) and voids its unused enrollment tokens.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FleetServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -82,6 +108,16 @@ def add_FleetServiceServicer_to_server(servicer, server):
                     servicer.GetConnectorAgents,
                     request_deserializer=ferry_dot_v1_dot_fleet__pb2.GetConnectorAgentsRequest.FromString,
                     response_serializer=ferry_dot_v1_dot_fleet__pb2.GetConnectorAgentsResponse.SerializeToString,
+            ),
+            'CreateEnrollmentToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateEnrollmentToken,
+                    request_deserializer=ferry_dot_v1_dot_fleet__pb2.CreateEnrollmentTokenRequest.FromString,
+                    response_serializer=ferry_dot_v1_dot_fleet__pb2.CreateEnrollmentTokenResponse.SerializeToString,
+            ),
+            'RevokeAgent': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeAgent,
+                    request_deserializer=ferry_dot_v1_dot_fleet__pb2.RevokeAgentRequest.FromString,
+                    response_serializer=ferry_dot_v1_dot_fleet__pb2.RevokeAgentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -141,6 +177,232 @@ class FleetService:
             '/ferry.v1.FleetService/GetConnectorAgents',
             ferry_dot_v1_dot_fleet__pb2.GetConnectorAgentsRequest.SerializeToString,
             ferry_dot_v1_dot_fleet__pb2.GetConnectorAgentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateEnrollmentToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ferry.v1.FleetService/CreateEnrollmentToken',
+            ferry_dot_v1_dot_fleet__pb2.CreateEnrollmentTokenRequest.SerializeToString,
+            ferry_dot_v1_dot_fleet__pb2.CreateEnrollmentTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeAgent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ferry.v1.FleetService/RevokeAgent',
+            ferry_dot_v1_dot_fleet__pb2.RevokeAgentRequest.SerializeToString,
+            ferry_dot_v1_dot_fleet__pb2.RevokeAgentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class EnrollmentServiceStub:
+    """Served on the agents listener. Enroll and GetCaCertificate need no client
+    certificate (server-authenticated TLS only); RenewCertificate needs the
+    agent's current, valid certificate.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.GetCaCertificate = channel.unary_unary(
+                '/ferry.v1.EnrollmentService/GetCaCertificate',
+                request_serializer=ferry_dot_v1_dot_fleet__pb2.GetCaCertificateRequest.SerializeToString,
+                response_deserializer=ferry_dot_v1_dot_fleet__pb2.GetCaCertificateResponse.FromString,
+                _registered_method=True)
+        self.Enroll = channel.unary_unary(
+                '/ferry.v1.EnrollmentService/Enroll',
+                request_serializer=ferry_dot_v1_dot_fleet__pb2.EnrollRequest.SerializeToString,
+                response_deserializer=ferry_dot_v1_dot_fleet__pb2.EnrollResponse.FromString,
+                _registered_method=True)
+        self.RenewCertificate = channel.unary_unary(
+                '/ferry.v1.EnrollmentService/RenewCertificate',
+                request_serializer=ferry_dot_v1_dot_fleet__pb2.RenewCertificateRequest.SerializeToString,
+                response_deserializer=ferry_dot_v1_dot_fleet__pb2.RenewCertificateResponse.FromString,
+                _registered_method=True)
+
+
+class EnrollmentServiceServicer:
+    """Served on the agents listener. Enroll and GetCaCertificate need no client
+    certificate (server-authenticated TLS only); RenewCertificate needs the
+    agent's current, valid certificate.
+    """
+
+    def GetCaCertificate(self, request, context):
+        """The CA that signs agent certificates (and, with `certs init`, the
+        control plane's own). The agent compares its SHA-256 with the
+        fingerprint it was given before sending its token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Enroll(self, request, context):
+        """Trades a token and a CSR for a short-lived client certificate.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RenewCertificate(self, request, context):
+        """A new certificate for a new CSR, authenticated by the current one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_EnrollmentServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'GetCaCertificate': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCaCertificate,
+                    request_deserializer=ferry_dot_v1_dot_fleet__pb2.GetCaCertificateRequest.FromString,
+                    response_serializer=ferry_dot_v1_dot_fleet__pb2.GetCaCertificateResponse.SerializeToString,
+            ),
+            'Enroll': grpc.unary_unary_rpc_method_handler(
+                    servicer.Enroll,
+                    request_deserializer=ferry_dot_v1_dot_fleet__pb2.EnrollRequest.FromString,
+                    response_serializer=ferry_dot_v1_dot_fleet__pb2.EnrollResponse.SerializeToString,
+            ),
+            'RenewCertificate': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenewCertificate,
+                    request_deserializer=ferry_dot_v1_dot_fleet__pb2.RenewCertificateRequest.FromString,
+                    response_serializer=ferry_dot_v1_dot_fleet__pb2.RenewCertificateResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'ferry.v1.EnrollmentService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('ferry.v1.EnrollmentService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class EnrollmentService:
+    """Served on the agents listener. Enroll and GetCaCertificate need no client
+    certificate (server-authenticated TLS only); RenewCertificate needs the
+    agent's current, valid certificate.
+    """
+
+    @staticmethod
+    def GetCaCertificate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ferry.v1.EnrollmentService/GetCaCertificate',
+            ferry_dot_v1_dot_fleet__pb2.GetCaCertificateRequest.SerializeToString,
+            ferry_dot_v1_dot_fleet__pb2.GetCaCertificateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Enroll(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ferry.v1.EnrollmentService/Enroll',
+            ferry_dot_v1_dot_fleet__pb2.EnrollRequest.SerializeToString,
+            ferry_dot_v1_dot_fleet__pb2.EnrollResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenewCertificate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ferry.v1.EnrollmentService/RenewCertificate',
+            ferry_dot_v1_dot_fleet__pb2.RenewCertificateRequest.SerializeToString,
+            ferry_dot_v1_dot_fleet__pb2.RenewCertificateResponse.FromString,
             options,
             channel_credentials,
             insecure,
