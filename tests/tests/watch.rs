@@ -162,14 +162,20 @@ async fn a_source_without_settings_is_configured_on_registration() {
         .spawn()
         .expect("python3 agent");
     let result = async {
-        let c = ferry_tests::process::wait_until("connector configured", ferry_tests::scenario::STEP, || async {
-            let c = admin.connector("k").await?;
-            Ok(matches!(c["status"].as_str(), Some("CONNECTOR_STATUS_CONFIGURED" | "CONNECTOR_STATUS_CONNECTED"))
+        let c =
+            ferry_tests::process::wait_until("connector configured", ferry_tests::scenario::STEP, || async {
+                let c = admin.connector("k").await?;
+                Ok(matches!(
+                    c["status"].as_str(),
+                    Some("CONNECTOR_STATUS_CONFIGURED" | "CONNECTOR_STATUS_CONNECTED")
+                )
                 .then_some(c))
-        })
-        .await?;
+            })
+            .await?;
         eprintln!("status without UpdateConfiguration: {}", c["status"]);
-        admin.call(&format!("{CONNECTORS}/UpdateConfiguration"), json!({"connector_id": "k", "values": {}})).await?;
+        admin
+            .call(&format!("{CONNECTORS}/UpdateConfiguration"), json!({"connector_id": "k", "values": {}}))
+            .await?;
         let e = world
             .grpc
             .call_err(

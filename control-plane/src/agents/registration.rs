@@ -98,7 +98,9 @@ async fn reconcile(app: &App, session: &AgentSession, offer: &Offer) -> Result<(
                 && c.missing_required().is_empty()
                 && (!c.configuration.values().any(|e| e.required)
                     || (!c.config_values().is_empty()
-                        && c.configuration.values().any(|e| !crate::model::connector::is_empty_value(&e.value))))
+                        && c.configuration
+                            .values()
+                            .any(|e| !crate::model::connector::is_empty_value(&e.value))))
             {
                 c.move_to(ConnectorStatus::Configured);
             }
