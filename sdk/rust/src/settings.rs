@@ -31,13 +31,19 @@ pub fn read_yaml_file(path: Option<&std::path::Path>) -> Result<Value, String> {
 /// Prefix of every Ferry environment variable.
 pub const ENV_PREFIX: &str = "FERRY_";
 
+/// `FERRY_` variables that are read by the process itself, not
+/// configuration keys: the overlay leaves them alone so they never reach
+/// the typed (unknown-keys-refused) configuration. `FERRY_LOG` is the
+/// tracing filter (`debug`, `ferry_agent=trace,info`).
+pub const PROCESS_ENV: &[&str] = &["FERRY_LOG"];
+
 /// Applies `FERRY_A__B__C=value` entries onto `doc` (a JSON tree made from
 /// the YAML file). Unknown keys are not an error here: the typed
 /// deserialization that follows rejects them with the key's name.
 pub fn overlay_env(doc: &mut Value, env: &BTreeMap<String, String>, skip: &[&str]) {
     for (name, raw) in env {
         let Some(path) = name.strip_prefix(ENV_PREFIX) else { continue };
-        if path.is_empty() || skip.contains(&name.as_str()) {
+        if path.is_empty() || skip.contains(&name.as_str()) || PROCESS_ENV.contains(&name.as_str()) {
             continue;
         }
         let parts: Vec<String> = path.split("__").map(|p| p.to_ascii_lowercase()).collect();
@@ -130,6 +136,7 @@ mod tests {
             ("FERRY_CONNECTORS__1__CONNECTOR_ID", "y"),
             ("FERRY_AGENTS__LISTEN", "0.0.0.0:50051"),
             ("FERRY_MAX_CONCURRENT_JOBS", "4"),
+            ("FERRY_LOG", "debug"),
             ("HOME", "/root"),
         ]
         .into_iter()
