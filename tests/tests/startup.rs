@@ -69,7 +69,9 @@ async fn ferry_log_sets_the_log_level_of_both_binaries() {
         agent_config.env.push(("FERRY_LOG".into(), level.into()));
         let agent = Agent::start(agent_config).expect("the agent starts with FERRY_LOG set");
         let registered = wait_until("the agent to register", Duration::from_secs(60), || async {
-            let c = grpc.call(&cp.admin_addr(), &format!("{CONNECTORS}/GetConnector"), &json!({"connector_id": id})).await?;
+            let c = grpc
+                .call(&cp.admin_addr(), &format!("{CONNECTORS}/GetConnector"), &json!({"connector_id": id}))
+                .await?;
             Ok((c["connector"]["status"] != "CONNECTOR_STATUS_CREATED").then_some(()))
         })
         .await;
