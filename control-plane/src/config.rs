@@ -364,4 +364,46 @@ mod tests {
         let err = load(None, &env(&[("FERRY_ELASTICSEARCH__HOSTS", "http://x:9200")])).unwrap_err();
         assert!(err.contains("hosts"), "{err}");
     }
+
+    /// Every `elasticsearch.<key>` an error message or doc in this crate names
+    /// is a key the configuration accepts (issue 17: messages named `url` and
+    /// `ca_file`, which do not exist).
+    #[test]
+    fn messages_name_only_real_elasticsearch_keys() {
+        // serde lists the accepted fields when it refuses an unknown one.
+        let refusal = serde_json::from_value::<RawElasticsearch>(serde_json::json!({"-": 1}))
+            .unwrap_err()
+            .to_string();
+        let accepted: Vec<&str> = refusal.split('`').skip(3).step_by(2).collect();
+        assert!(accepted.contains(&"host") && accepted.contains(&"ca"), "{refusal}");
+        let mut named = Vec::new();
+        let mut dirs = vec![std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/src"))];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap();
+                for (at, _) in text.match_indices("elasticsearch.") {
+                    // `config.elasticsearch.host` is a Rust field path, not a key named to a user.
+                    let before = text[..at].chars().next_back().unwrap_or(' ');
+                    if before.is_alphanumeric() || before == '.' || before == '_' || before == ':' {
+                        continue;
+                    }
+                    let key: String = text[at + "elasticsearch.".len()..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                        .collect();
+                    if !key.is_empty() {
+                        named.push((path.display().to_string(), key));
+                    }
+                }
+            }
+        }
+        assert!(named.iter().any(|(_, k)| k == "host"), "the scan found nothing: {named:?}");
+        let wrong: Vec<_> = named.iter().filter(|(_, k)| !accepted.contains(&k.as_str())).collect();
+        assert!(wrong.is_empty(), "keys that do not exist (accepted: {accepted:?}): {wrong:?}");
+    }
 }

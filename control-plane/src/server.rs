@@ -179,7 +179,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         .add_service(proto::sync_job_service_server::SyncJobServiceServer::new(SyncJobs::new(app.clone())))
         .add_service(proto::fleet_service_server::FleetServiceServer::new(crate::admin::fleet::Fleet::new(
             app.clone(),
-        )));
+        )))
+        // Listed by reflection here but served on the agents listener: say so.
+        .add_service(proto::agent_service_server::AgentServiceServer::new(
+            crate::admin::elsewhere::ServedElsewhere::new(config.agents_listen),
+        ))
+        .add_service(proto::enrollment_service_server::EnrollmentServiceServer::new(
+            crate::admin::elsewhere::ServedElsewhere::new(config.agents_listen),
+        ));
 
     tracing::info!(
         agents = %config.agents_listen, admin = %config.admin_listen,

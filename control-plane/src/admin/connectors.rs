@@ -254,9 +254,10 @@ impl Connectors {
     async fn update_filtering(&self, r: proto::UpdateFilteringRequest) -> Result<proto::Connector> {
         validate::connector_id("connector_id", &r.connector_id)?;
         let draft = settings::build_draft(&r.rules, r.advanced_snippet.as_ref(), crate::model::now())?;
+        let keep_rules = r.rules.is_empty() && r.advanced_snippet.is_some();
         let c = self
             .modify(&r.connector_id, |c| {
-                settings::set_draft(&mut c.filtering, draft.clone());
+                settings::set_draft_keeping_rules(&mut c.filtering, draft.clone(), keep_rules);
                 Ok(())
             })
             .await?;

@@ -4,6 +4,7 @@
 
 pub mod connectors;
 pub mod convert;
+pub mod elsewhere;
 pub mod fleet;
 pub mod settings;
 pub mod sync_jobs;

@@ -326,6 +326,25 @@ pub fn check_advanced(v: &Value) -> Result<()> {
 }
 
 /// Writes `draft` into the DEFAULT domain of the stored filtering.
+/// Sets the DEFAULT domain's draft. With `keep_rules` (an UpdateFiltering
+/// that sent only `advanced_snippet`) the basic rules of the current draft
+/// stay: sending advanced rules must not silently drop the basic ones.
+pub fn set_draft_keeping_rules(stored: &mut Value, mut draft: Value, keep_rules: bool) {
+    if keep_rules {
+        let current = stored
+            .as_array()
+            .and_then(|l| l.iter().find(|f| f.get("domain").and_then(|d| d.as_str()) == Some("DEFAULT")))
+            .and_then(|f| f.get("draft"))
+            .and_then(|d| d.get("rules"))
+            .filter(|r| r.as_array().is_some_and(|a| !a.is_empty()))
+            .cloned();
+        if let Some(rules) = current {
+            draft["rules"] = rules;
+        }
+    }
+    set_draft(stored, draft)
+}
+
 pub fn set_draft(stored: &mut Value, draft: Value) {
     if !stored.is_array() {
         *stored = json!([]);
@@ -349,6 +368,25 @@ mod tests {
             value: value.into(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn advanced_rules_alone_keep_the_basic_rules() {
+        let now = crate::model::now();
+        let mut stored = json!([]);
+        let basic = build_draft(&[rule("exclude", "album_id", "<", "10")], None, now).unwrap();
+        set_draft(&mut stored, basic);
+        let snippet = json_to_value(&json!([{"tables": ["album"], "query": "SELECT 1", "id_columns": ["album_id"]}]));
+        let advanced = build_draft(&[], Some(&snippet), now).unwrap();
+        set_draft_keeping_rules(&mut stored, advanced, true);
+        let draft = &stored[0]["draft"];
+        assert_eq!(draft["rules"][0]["field"], "album_id", "{draft}");
+        assert_eq!(draft["rules"].as_array().unwrap().len(), 2, "the rule and the default rule: {draft}");
+        assert_eq!(draft["advanced_snippet"]["value"][0]["tables"][0], "album", "{draft}");
+        // Rules sent replace the old ones.
+        let replaced = build_draft(&[rule("include", "title", "contains", "x")], None, now).unwrap();
+        set_draft_keeping_rules(&mut stored, replaced, false);
+        assert_eq!(stored[0]["draft"]["rules"][0]["field"], "title");
     }
 
     #[test]

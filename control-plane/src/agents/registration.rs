@@ -115,7 +115,24 @@ async fn reconcile(app: &App, session: &AgentSession, offer: &Offer) -> Result<(
             }
         })
         .await?;
-    let Some((_, Some(outcome))) = updated else { return Ok(()) };
+    let Some((_, Some(outcome))) = updated else {
+        // No such connector (or deleted): nothing will ever be assigned. Tell
+        // the agent once per session what to do instead of staying silent.
+        let first = session.state.lock().expect("state lock").refused.insert(offer.connector_id.clone());
+        if first {
+            let reason = format!(
+                "connector {id:?} does not exist on the control plane: create it with \
+                 ConnectorService/PutConnector {{\"connector_id\": \"{id}\", \"service_type\": \"{st}\", \
+                 \"index_name\": \"...\"}}, or fix connector_id in this agent's configuration",
+                id = offer.connector_id,
+                st = offer.service_type,
+            );
+            tracing::warn!(connector_id = %offer.connector_id, agent_id = %session.agent_id, "agent offers a connector that does not exist: {reason}");
+            let msg = proto::ConnectorRefused { connector_id: offer.connector_id.clone(), reason };
+            session.send(Out::ConnectorRefused(msg)).await;
+        }
+        return Ok(());
+    };
     if write_last_seen {
         session
             .state

@@ -197,18 +197,18 @@ const NDJSON: &str = "application/x-ndjson";
 impl EsClient {
     pub fn new(config: &EsClientConfig) -> Result<Self, EsError> {
         let base = Url::parse(&config.url).map_err(|e| {
-            EsError::Config(format!("elasticsearch.url {:?} is not a URL: {e}", redact_url(&config.url)))
+            EsError::Config(format!("elasticsearch.host {:?} is not a URL: {e}", redact_url(&config.url)))
         })?;
         if !matches!(base.scheme(), "http" | "https") {
             return Err(EsError::Config(format!(
-                "elasticsearch.url must be http:// or https://, not {}://",
+                "elasticsearch.host must be http:// or https://, not {}://",
                 base.scheme()
             )));
         }
         if !base.username().is_empty() || base.password().is_some() {
             return Err(EsError::Config(
-                "elasticsearch.url must not contain credentials: use elasticsearch.api_key or \
-                 elasticsearch.username/password"
+                "elasticsearch.host must not contain credentials: use elasticsearch.api_key or \
+                 elasticsearch.username and elasticsearch.password"
                     .into(),
             ));
         }
@@ -237,17 +237,17 @@ impl EsClient {
             .user_agent(concat!("ferry-control-plane/", env!("CARGO_PKG_VERSION")));
         if let Some(ca) = &config.ca_file {
             let pem = std::fs::read(ca).map_err(|e| {
-                EsError::Config(format!("cannot read elasticsearch.ca_file {}: {e}", ca.display()))
+                EsError::Config(format!("cannot read elasticsearch.ca {}: {e}", ca.display()))
             })?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
                 EsError::Config(format!(
-                    "elasticsearch.ca_file {} holds no usable PEM certificate: {e}",
+                    "elasticsearch.ca {} holds no usable PEM certificate: {e}",
                     ca.display()
                 ))
             })?;
             if certs.is_empty() {
                 return Err(EsError::Config(format!(
-                    "elasticsearch.ca_file {} holds no PEM certificate",
+                    "elasticsearch.ca {} holds no PEM certificate",
                     ca.display()
                 )));
             }

@@ -15,15 +15,15 @@ pub enum EsError {
 
     /// Connection refused, DNS failure, TLS failure, timeout: no HTTP answer at all.
     #[error(
-        "cannot reach Elasticsearch at {url}: {detail}; check elasticsearch.url, that the cluster \
-         is up and reachable from this host, and for https the CA (elasticsearch.ca_file)"
+        "cannot reach Elasticsearch at {url}: {detail}; check elasticsearch.host, that the cluster \
+         is up and reachable from this host, and for https the CA (elasticsearch.ca)"
     )]
     Transport { url: String, detail: String, timeout: bool },
 
     /// 401 / 403.
     #[error(
         "Elasticsearch at {url} refused the request ({status}: {reason}); check \
-         elasticsearch.api_key or username/password, and the privileges they grant"
+         elasticsearch.api_key or elasticsearch.username and elasticsearch.password, and the privileges they grant"
     )]
     Auth { url: String, status: u16, reason: String },
 

@@ -6,6 +6,11 @@
 //!   other's documents). Claims are optimistic-concurrency writes, so with
 //!   several control planes exactly one wins. It also expires leases of jobs
 //!   whose holder went silent.
+//!   A pending job that no agent can take says why in
+//!   `metadata.pending_reason` ([`PENDING_REASON`]): no connected agent (of
+//!   any replica, from the fleet records) offers its connector, or only
+//!   agents refused for it do. The key is removed once an allowed agent
+//!   offers the connector and when the job is claimed.
 //! - The progress loop writes each running job's stats every
 //!   [`PROGRESS_EVERY`], renewing its lease (`last_seen`), and relays
 //!   cancellation requests and lost leases to the agent.
@@ -20,6 +25,7 @@ use crate::app::App;
 use crate::error::Result;
 use crate::jobs::lifecycle::{self, FlushResult};
 use crate::jobs::slot;
+use crate::store::Change;
 
 /// How often running jobs' stats and leases are written.
 pub const PROGRESS_EVERY: Duration = Duration::from_secs(2);
@@ -46,8 +52,11 @@ pub async fn run_dispatcher(app: Arc<App>) {
     }
 }
 
+/// The job metadata key saying why a pending job is not served.
+pub const PENDING_REASON: &str = "pending_reason";
+
 async fn dispatch_once(app: &App) -> Result<()> {
-    if app.registry.all().is_empty() || app.shutdown.is_cancelled() {
+    if app.shutdown.is_cancelled() {
         return Ok(());
     }
     let pending = app
@@ -62,6 +71,8 @@ async fn dispatch_once(app: &App) -> Result<()> {
         }))
         .await?;
     let mut connectors = std::collections::HashMap::new();
+    // Every replica's agents, read once per pass and only when needed.
+    let mut fleet: Option<Vec<crate::admin::fleet::AgentRecord>> = None;
     for hit in pending.hits {
         let connector_id = hit.source.connector.id.clone();
         if !connectors.contains_key(&connector_id) {
@@ -73,6 +84,14 @@ async fn dispatch_once(app: &App) -> Result<()> {
         let Some(session) = app.registry.serving(&connector_id).into_iter().find(|s| {
             s.has_capacity() && authz::verdict(connector, &s.agent_id, app.require_binding).may_serve()
         }) else {
+            if fleet.is_none() {
+                fleet = Some(crate::admin::fleet::fleet(app).await?);
+            }
+            let reason = pending_reason(app, connector, &connector_id, fleet.as_deref().unwrap_or_default());
+            let current = hit.source.metadata.get(PENDING_REASON).and_then(|v| v.as_str());
+            if current != reason.as_deref() {
+                explain_pending(app, &hit.id, reason).await?;
+            }
             continue;
         };
         if connector_busy(app, &connector_id, &hit.id).await? {
@@ -93,6 +112,61 @@ async fn dispatch_once(app: &App) -> Result<()> {
             slot::give_back_unless_running(app, &connector_id, &hit.id).await?;
         }
     }
+    Ok(())
+}
+
+/// Why no agent can take a job of `connector` (None: one could, it is
+/// busy or connected to another replica).
+fn pending_reason(
+    app: &App,
+    connector: &crate::model::ConnectorDoc,
+    connector_id: &str,
+    fleet: &[crate::admin::fleet::AgentRecord],
+) -> Option<String> {
+    let offering: Vec<&crate::admin::fleet::AgentRecord> =
+        fleet.iter().filter(|a| a.connectors.iter().any(|c| c == connector_id)).collect();
+    if offering.is_empty() {
+        let service_type = connector.service_type.as_deref().unwrap_or("<service type>");
+        return Some(format!(
+            "no connected agent serves connector {connector_id:?}: start an agent whose configuration lists it \
+             (connectors: [{{connector_id: {connector_id}, service_type: {service_type}}}]); \
+             FleetService/ListAgents shows the agents connected now"
+        ));
+    }
+    let mut refused = Vec::new();
+    for a in &offering {
+        match authz::verdict(connector, &a.agent_id, app.require_binding) {
+            authz::Verdict::Refused(why) => refused.push((a.agent_id.as_str(), why)),
+            _ => return None,
+        }
+    }
+    let ids: Vec<&str> = refused.iter().map(|(id, _)| *id).collect();
+    let why = refused.first().map(|(_, why)| why.as_str()).unwrap_or_default();
+    Some(format!(
+        "only agents not allowed to serve connector {connector_id:?} offer it ({}): {why}",
+        ids.join(", ")
+    ))
+}
+
+/// Records (or clears) why a pending job waits.
+async fn explain_pending(app: &App, job_id: &str, reason: Option<String>) -> Result<()> {
+    app.stores
+        .jobs
+        .update(job_id, |job| {
+            if !matches!(job.status, crate::model::JobStatus::Pending | crate::model::JobStatus::Suspended) {
+                return Ok(Change::Keep(()));
+            }
+            let current = job.metadata.get(PENDING_REASON).and_then(|v| v.as_str());
+            if current == reason.as_deref() {
+                return Ok(Change::Keep(()));
+            }
+            match &reason {
+                Some(r) => job.metadata.insert(PENDING_REASON.into(), r.clone().into()),
+                None => job.metadata.remove(PENDING_REASON),
+            };
+            Ok(Change::Write(()))
+        })
+        .await?;
     Ok(())
 }
 

@@ -49,6 +49,7 @@ pub async fn claim_and_assign(app: &App, session: &Arc<AgentSession>, job_id: &s
             job.last_seen = Some(t);
             job.worker_hostname = Some(session.agent_id.clone());
             job.error = None;
+            job.metadata.remove(crate::jobs::dispatcher::PENDING_REASON);
             job.ferry.lease_id = Some(lease_id.clone());
             job.ferry.agent_id = Some(session.agent_id.clone());
             job.ferry.control_plane = Some(app.instance_id.clone());

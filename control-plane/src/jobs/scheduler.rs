@@ -48,7 +48,7 @@ impl Interval {
         }
         cron::Schedule::from_str(expr)
             .map(Interval)
-            .map_err(|e| format!("{expr:?} is not a valid Quartz cron expression: {e}"))
+            .map_err(|e| format!("{expr:?} is not a valid Quartz cron expression: {}", inclusive_bound(&e.to_string())))
     }
 
     /// The first fire time strictly after `t`.
@@ -202,6 +202,12 @@ pub fn validate_interval(field: &str, expr: &str) -> Result<Interval> {
     Interval::parse(expr).map_err(|e| Error::invalid(field, e))
 }
 
+/// The cron crate says "Hours must be less than 23" for 25 although 23 is
+/// allowed: its bound is inclusive, so say "at most".
+fn inclusive_bound(message: &str) -> String {
+    message.replace(" must be less than ", " must be at most ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,6 +236,9 @@ mod tests {
         assert!(e.contains("5 fields") && e.contains("seconds"), "{e}");
         let e = Interval::parse("61 * * * * ?").unwrap_err();
         assert!(e.contains("not a valid Quartz cron expression"), "{e}");
+        let e = Interval::parse("0 0 25 * * ?").unwrap_err();
+        assert!(e.contains("Hours must be at most 23") && e.contains("'25'"), "{e}");
+        Interval::parse("59 59 23 31 12 ?").expect("the bounds themselves are valid");
         let e = validate_interval("scheduling.full.interval", "nope").unwrap_err();
         assert!(e.to_string().starts_with("scheduling.full.interval:"), "{e}");
     }
