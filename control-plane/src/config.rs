@@ -371,9 +371,8 @@ mod tests {
     #[test]
     fn messages_name_only_real_elasticsearch_keys() {
         // serde lists the accepted fields when it refuses an unknown one.
-        let refusal = serde_json::from_value::<RawElasticsearch>(serde_json::json!({"-": 1}))
-            .unwrap_err()
-            .to_string();
+        let refusal =
+            serde_json::from_value::<RawElasticsearch>(serde_json::json!({"-": 1})).unwrap_err().to_string();
         let accepted: Vec<&str> = refusal.split('`').skip(3).step_by(2).collect();
         assert!(accepted.contains(&"host") && accepted.contains(&"ca"), "{refusal}");
         let mut named = Vec::new();

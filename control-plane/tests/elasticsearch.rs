@@ -75,7 +75,10 @@ async fn unreachable_cluster_is_a_transport_error_naming_the_url() {
     let err = client(&url).info().await.unwrap_err();
     assert!(matches!(err, EsError::Transport { .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.contains(&url) && msg.contains("check elasticsearch.host") && msg.contains("(elasticsearch.ca)"), "{msg}");
+    assert!(
+        msg.contains(&url) && msg.contains("check elasticsearch.host") && msg.contains("(elasticsearch.ca)"),
+        "{msg}"
+    );
 }
 
 #[tokio::test]
@@ -355,7 +358,10 @@ async fn rejected_credentials_are_an_auth_error_without_the_secret() {
     let err = EsClient::new(&cfg).unwrap().info().await.unwrap_err();
     assert!(matches!(err, EsError::Auth { status: 401, .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.contains("check elasticsearch.api_key or elasticsearch.username and elasticsearch.password"), "{msg}");
+    assert!(
+        msg.contains("check elasticsearch.api_key or elasticsearch.username and elasticsearch.password"),
+        "{msg}"
+    );
     assert!(!msg.contains("hunter2") && !format!("{err:?}").contains("hunter2"), "{msg}");
     assert!(head.await.unwrap().contains("authorization: basic "));
 }

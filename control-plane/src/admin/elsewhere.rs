@@ -53,7 +53,10 @@ impl proto::enrollment_service_server::EnrollmentService for ServedElsewhere {
         Err(self.status("EnrollmentService"))
     }
 
-    async fn enroll(&self, _request: Request<proto::EnrollRequest>) -> Result<Response<proto::EnrollResponse>, Status> {
+    async fn enroll(
+        &self,
+        _request: Request<proto::EnrollRequest>,
+    ) -> Result<Response<proto::EnrollResponse>, Status> {
         Err(self.status("EnrollmentService"))
     }
 

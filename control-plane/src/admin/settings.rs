@@ -376,7 +376,8 @@ mod tests {
         let mut stored = json!([]);
         let basic = build_draft(&[rule("exclude", "album_id", "<", "10")], None, now).unwrap();
         set_draft(&mut stored, basic);
-        let snippet = json_to_value(&json!([{"tables": ["album"], "query": "SELECT 1", "id_columns": ["album_id"]}]));
+        let snippet =
+            json_to_value(&json!([{"tables": ["album"], "query": "SELECT 1", "id_columns": ["album_id"]}]));
         let advanced = build_draft(&[], Some(&snippet), now).unwrap();
         set_draft_keeping_rules(&mut stored, advanced, true);
         let draft = &stored[0]["draft"];

@@ -46,9 +46,9 @@ impl Interval {
                  seconds minutes hours day-of-month month day-of-week [year], e.g. \"0 */15 * * * ?\""
             ));
         }
-        cron::Schedule::from_str(expr)
-            .map(Interval)
-            .map_err(|e| format!("{expr:?} is not a valid Quartz cron expression: {}", inclusive_bound(&e.to_string())))
+        cron::Schedule::from_str(expr).map(Interval).map_err(|e| {
+            format!("{expr:?} is not a valid Quartz cron expression: {}", inclusive_bound(&e.to_string()))
+        })
     }
 
     /// The first fire time strictly after `t`.
