@@ -16,6 +16,8 @@ use ferry_sdk::runtime::{
 };
 use serde::Deserialize;
 
+use crate::postgres::session::{SessionLimits, MAX_TIMEOUT};
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
@@ -28,6 +30,83 @@ pub struct RawConfig {
     /// certificate). Default `./ferry-agent-state`.
     pub state_dir: Option<PathBuf>,
     pub enrollment: Option<RawEnrollment>,
+    /// Limits of the agent's PostgreSQL sessions (every `postgresql`
+    /// connector it serves).
+    pub postgresql: Option<RawPostgresql>,
+}
+
+/// `postgresql.*`: durations as `500ms`, `30s`, `5m`, `1h` or seconds;
+/// `0` turns a limit off. See `postgres::session`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawPostgresql {
+    /// Longest wait for a table lock. Default 60s.
+    pub lock_timeout: Option<serde_json::Value>,
+    /// Longest statement; a table is read by one statement. Default 0 (off).
+    pub statement_timeout: Option<serde_json::Value>,
+    /// Longest idle time inside a transaction. Default 5m.
+    pub idle_in_transaction_timeout: Option<serde_json::Value>,
+}
+
+impl RawPostgresql {
+    pub fn validate(&self, errs: &mut Vec<String>) -> SessionLimits {
+        let d = SessionLimits::default();
+        let mut field = |key: &str, v: &Option<serde_json::Value>, default: Duration| match v {
+            None => default,
+            Some(v) => match parse_duration(v) {
+                Some(t) if t <= MAX_TIMEOUT => t,
+                Some(_) => {
+                    errs.push(format!("postgresql.{key} {v}: at most {}s (PostgreSQL's limit)", MAX_TIMEOUT.as_secs()));
+                    default
+                }
+                None => {
+                    errs.push(format!(
+                        "postgresql.{key} {v}: write a duration such as 500ms, 30s, 5m, 1h (or 0 for no limit)"
+                    ));
+                    default
+                }
+            },
+        };
+        SessionLimits {
+            lock_timeout: field("lock_timeout", &self.lock_timeout, d.lock_timeout),
+            statement_timeout: field("statement_timeout", &self.statement_timeout, d.statement_timeout),
+            idle_in_transaction_timeout: field(
+                "idle_in_transaction_timeout",
+                &self.idle_in_transaction_timeout,
+                d.idle_in_transaction_timeout,
+            ),
+        }
+    }
+}
+
+/// `500ms`, `30s`, `5m`, `1h`, or a number of seconds.
+pub fn parse_duration(v: &serde_json::Value) -> Option<Duration> {
+    if let Some(n) = v.as_u64() {
+        return Some(Duration::from_secs(n));
+    }
+    let s = v.as_str()?.trim();
+    if let Ok(n) = s.parse::<u64>() {
+        return Some(Duration::from_secs(n));
+    }
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let ms = match unit.trim() {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        _ => return None,
+    };
+    Some(Duration::from_millis(n.checked_mul(ms)?))
+}
+
+/// What the agent binary runs with: the SDK runtime's settings and the
+/// PostgreSQL source's limits.
+#[derive(Debug)]
+pub struct Config {
+    pub agent: AgentSettings,
+    pub postgresql: SessionLimits,
 }
 
 /// Enrolling with a one-time token (`ferry_sdk::runtime::enroll`).
@@ -87,18 +166,35 @@ pub struct RawConnector {
     pub service_type: Option<String>,
 }
 
+/// [`load_config`]'s runtime settings.
 pub fn load(path: Option<&Path>, env: &BTreeMap<String, String>) -> Result<AgentSettings, String> {
+    load_config(path, env).map(|c| c.agent)
+}
+
+/// Loads the file at `path`, applies `env`, validates.
+pub fn load_config(path: Option<&Path>, env: &BTreeMap<String, String>) -> Result<Config, String> {
     let mut doc = ferry_sdk::settings::read_yaml_file(path)?;
     ferry_sdk::settings::overlay_agent_env(&mut doc, env);
-    let raw: RawConfig = serde_json::from_value(doc).map_err(|e| format!("invalid configuration: {e}"))?;
-    let mut settings =
-        raw.validate().map_err(|errs| format!("invalid configuration:\n  - {}", errs.join("\n  - ")))?;
+    let mut raw: RawConfig =
+        serde_json::from_value(doc).map_err(|e| format!("invalid configuration: {e}"))?;
+    let mut pg_errs = vec![];
+    // Validated apart: the SDK's settings know nothing of PostgreSQL.
+    let postgresql = raw.postgresql.take().unwrap_or_default().validate(&mut pg_errs);
+    let mut settings = match raw.validate() {
+        Ok(s) if pg_errs.is_empty() => Ok(s),
+        Ok(_) => Err(pg_errs),
+        Err(mut errs) => {
+            errs.extend(pg_errs);
+            Err(errs)
+        }
+    }
+    .map_err(|errs| format!("invalid configuration:\n  - {}", errs.join("\n  - ")))?;
     if settings.proxy.is_none() {
         let host = url_host(&settings.control_plane_url);
         settings.proxy =
             ProxySettings::from_env(env, host).map_err(|e| format!("invalid configuration: {e}"))?;
     }
-    Ok(settings)
+    Ok(Config { agent: settings, postgresql })
 }
 
 /// The host of `scheme://host[:port][/...]` (IPv6 keeps its brackets).
@@ -322,5 +418,33 @@ mod tests {
         assert_eq!(load(None, &env("GZIP")).unwrap().compression, StreamCompression::Gzip);
         let err = load(None, &env("lz4")).unwrap_err();
         assert!(err.contains("control_plane.compression") && err.contains("zstd"), "{err}");
+    }
+
+    #[test]
+    fn postgresql_limits_are_read_and_checked() {
+        let base = [("FERRY_CONTROL_PLANE_URL", "http://127.0.0.1:1"), ("FERRY_CONNECTOR_ID", "c")];
+        let with = |extra: &[(&str, &str)]| {
+            let mut all: Vec<(&str, &str)> = base.to_vec();
+            all.extend_from_slice(extra);
+            let env: BTreeMap<String, String> =
+                all.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            load_config(None, &env)
+        };
+        assert_eq!(with(&[]).unwrap().postgresql, SessionLimits::default());
+        let c = with(&[
+            ("FERRY_POSTGRESQL__LOCK_TIMEOUT", "500ms"),
+            ("FERRY_POSTGRESQL__STATEMENT_TIMEOUT", "2h"),
+            ("FERRY_POSTGRESQL__IDLE_IN_TRANSACTION_TIMEOUT", "0"),
+        ])
+        .unwrap();
+        assert_eq!(c.postgresql.lock_timeout, Duration::from_millis(500));
+        assert_eq!(c.postgresql.statement_timeout, Duration::from_secs(7200));
+        assert_eq!(c.postgresql.idle_in_transaction_timeout, Duration::ZERO);
+        let err = with(&[("FERRY_POSTGRESQL__LOCK_TIMEOUT", "soon"), ("FERRY_POSTGRESQL__STATEMENT_TIMEOUT", "30d")])
+            .unwrap_err();
+        assert!(err.contains("postgresql.lock_timeout \"soon\": write a duration"), "{err}");
+        assert!(err.contains("postgresql.statement_timeout"), "{err}");
+        let err = with(&[("FERRY_POSTGRESQL__LOCK_TIMOUT", "1s")]).unwrap_err();
+        assert!(err.contains("lock_timout"), "{err}");
     }
 }

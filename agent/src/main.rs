@@ -29,14 +29,15 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
-    let settings =
-        match ferry_agent::config::load(args.config.as_deref(), &ferry_sdk::settings::process_env()) {
-            Ok(s) => s,
+    let config =
+        match ferry_agent::config::load_config(args.config.as_deref(), &ferry_sdk::settings::process_env()) {
+            Ok(c) => c,
             Err(e) => {
                 eprintln!("ferry-agent: {e}");
                 std::process::exit(2);
             }
         };
+    let settings = config.agent;
     tracing::info!(url = %settings.control_plane_url, connectors = settings.connectors.len(), "starting agent");
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
@@ -49,7 +50,7 @@ async fn main() -> anyhow::Result<()> {
         }
         token.cancel();
     });
-    let agent = Agent::new(settings, vec![Arc::new(PostgresSource::new())]);
+    let agent = Agent::new(settings, vec![Arc::new(PostgresSource::with_limits(config.postgresql))]);
     if let Err(e) = agent.run(shutdown).await {
         eprintln!("ferry-agent: {e}");
         std::process::exit(2);

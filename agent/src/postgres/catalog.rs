@@ -61,6 +61,26 @@ pub(crate) fn query_error(what: &str, e: &tokio_postgres::Error) -> SourceError 
                 db.message()
             ))
         }
+        Some(db) if db.code() == &tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE => {
+            SourceError::Internal(format!(
+                "{what}: {}: another session holds a lock on the table for longer than the agent's \
+                 postgresql.lock_timeout; retry once it is released, or raise lock_timeout in the agent's configuration",
+                db.message()
+            ))
+        }
+        Some(db) if db.code() == &tokio_postgres::error::SqlState::QUERY_CANCELED => {
+            SourceError::Internal(format!(
+                "{what}: {}: the statement ran longer than the agent's postgresql.statement_timeout \
+                 (or was canceled by an administrator); raise statement_timeout in the agent's configuration",
+                db.message()
+            ))
+        }
+        Some(db) if db.code() == &tokio_postgres::error::SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT => {
+            SourceError::Unreachable(format!(
+                "{what}: {}: the agent left its transaction idle for longer than postgresql.idle_in_transaction_timeout",
+                db.message()
+            ))
+        }
         Some(db) => SourceError::Internal(format!("{what}: {}", db.message())),
         None if e.is_closed() => {
             SourceError::Unreachable(format!("{what}: the connection to PostgreSQL was lost: {e}"))

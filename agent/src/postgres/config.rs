@@ -9,6 +9,8 @@ use std::time::Duration;
 use ferry_sdk::{ConfigValues, SourceError};
 use serde_json::Value;
 
+use super::session::SessionLimits;
+
 /// Which tables of the schema to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TableSelection {
@@ -37,6 +39,9 @@ pub struct PostgresConfig {
     /// PEM certificate(s) of the CA that signed the server certificate; when
     /// empty and `ssl_enabled`, the public web PKI roots are used.
     pub ssl_ca: Option<String>,
+    /// The agent's session timeouts (not a connector value: set by
+    /// [`super::PostgresSource`] from the agent's configuration).
+    pub limits: SessionLimits,
 }
 
 impl std::fmt::Debug for PostgresConfig {
@@ -53,6 +58,7 @@ impl std::fmt::Debug for PostgresConfig {
             .field("retry_count", &self.retry_count)
             .field("ssl_enabled", &self.ssl_enabled)
             .field("ssl_ca", &self.ssl_ca.as_ref().map(|_| "<pem>"))
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -101,6 +107,7 @@ impl PostgresConfig {
             retry_count,
             ssl_enabled,
             ssl_ca,
+            limits: SessionLimits::default(),
         })
     }
 

@@ -15,9 +15,11 @@
 //!   job skips the tables sorted before `table` and restarts `table` after
 //!   that key; an unreadable checkpoint restarts the sync from scratch.
 //! - **Session**: `TimeZone=UTC` (naive timestamps are taken as UTC), full
-//!   float precision, and no statement / idle-in-transaction timeouts (the
-//!   reader legitimately idles inside its transaction while Elasticsearch is
-//!   slow).
+//!   float precision, and the agent's [`session::SessionLimits`] (lock,
+//!   statement and idle-in-transaction timeouts).
+//! - **Cancel**: a full sync's work runs under [`session::interruptible`]:
+//!   canceling the job sends PostgreSQL a cancel request and drops the work
+//!   whatever it awaits (a lock wait, a slow advanced-rule query).
 //! - **Job kinds** (`capabilities`): full and incremental. An incremental
 //!   job streams logical replication ([`cdc`]): it starts at the job's own
 //!   checkpoint, else the connector's `sync_cursor` (none: an exported
@@ -47,6 +49,7 @@ pub mod reader;
 pub mod render;
 pub mod rules;
 pub mod schema;
+pub mod session;
 pub mod types;
 
 use std::collections::BTreeMap;
@@ -63,14 +66,31 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::{PostgresConfig, TableSelection};
 pub use reader::{DocContext, Document, TablePlan, TableReader};
+pub use session::SessionLimits;
 
-/// The PostgreSQL source. Stateless: every call connects on its own.
+/// The PostgreSQL source. Stateless: every call connects on its own, with
+/// the agent's session limits.
 #[derive(Debug, Clone, Default)]
-pub struct PostgresSource {}
+pub struct PostgresSource {
+    limits: SessionLimits,
+}
 
 impl PostgresSource {
+    /// A source with the default [`SessionLimits`].
     pub fn new() -> Self {
-        Self {}
+        Self::default()
+    }
+
+    /// A source whose sessions use `limits`.
+    pub fn with_limits(limits: SessionLimits) -> Self {
+        Self { limits }
+    }
+
+    /// A connector's values, parsed, with this agent's limits.
+    fn config(&self, values: &ConfigValues) -> Result<PostgresConfig, SourceError> {
+        let mut cfg = PostgresConfig::from_values(values)?;
+        cfg.limits = self.limits;
+        Ok(cfg)
     }
 }
 
@@ -93,8 +113,9 @@ impl Source for PostgresSource {
     }
 
     async fn validate(&self, values: &ConfigValues) -> Result<(), SourceError> {
-        let cfg = PostgresConfig::from_values(values)?;
+        let cfg = self.config(values)?;
         let client = connect::connect(&cfg).await?;
+        prepare_session(&client, &cfg).await?;
         client.simple_query("SELECT 1").await.map_err(|e| {
             SourceError::Unreachable(format!("PostgreSQL at {} did not answer: {e}", cfg.address()))
         })?;
@@ -103,7 +124,7 @@ impl Source for PostgresSource {
     }
 
     async fn sync(&self, job: &Job, out: &mut DocumentSender) -> Result<(), SourceError> {
-        let cfg = PostgresConfig::from_values(&job.config)?;
+        let cfg = self.config(&job.config)?;
         match job.kind {
             JobKind::Full => {
                 full_sync_with_rules(&cfg, &job.rules, job.resume_checkpoint.as_deref(), &job.cancel, out)
@@ -121,13 +142,13 @@ impl Source for PostgresSource {
     }
 
     async fn release_connector(&self, connector_id: &str, config: &ConfigValues) -> Result<(), SourceError> {
-        let cfg = PostgresConfig::from_values(config)?;
+        let cfg = self.config(config)?;
         cdc::release(&cfg, connector_id).await
     }
 
     async fn validate_rules(&self, values: &ConfigValues, rules: &SyncRules) -> Vec<RuleError> {
         let fail = |m: String| vec![RuleError::new("DEFAULT", m)];
-        let cfg = match PostgresConfig::from_values(values) {
+        let cfg = match self.config(values) {
             Ok(c) => c,
             Err(e) => return fail(format!("the configuration is not valid: {e}")),
         };
@@ -135,6 +156,9 @@ impl Source for PostgresSource {
             Ok(c) => c,
             Err(e) => return fail(format!("cannot reach PostgreSQL to check the rules: {e}")),
         };
+        if let Err(e) = prepare_session(&client, &cfg).await {
+            return fail(e.to_string());
+        }
         let tables = if rules.basic.is_empty() {
             vec![]
         } else {
@@ -257,16 +281,33 @@ pub async fn full_sync_with_rules<S: DocumentSink + ?Sized>(
     cancel: &CancellationToken,
     sink: &mut S,
 ) -> Result<SyncReport, SourceError> {
-    let client = connect::connect(cfg).await?;
-    prepare_session(&client).await?;
+    let client = tokio::select! {
+        biased;
+        _ = cancel.cancelled() => return Err(SyncStopped::Canceled.into()),
+        c = connect::connect(cfg) => c?,
+    };
+    session::interruptible(cfg, &client, cancel, full_sync_on(&client, cfg, sync_rules, resume, cancel, sink))
+        .await
+}
+
+/// [`full_sync_with_rules`] on a connected `client`.
+async fn full_sync_on<S: DocumentSink + ?Sized>(
+    client: &Client,
+    cfg: &PostgresConfig,
+    sync_rules: &SyncRules,
+    resume: Option<&[u8]>,
+    cancel: &CancellationToken,
+    sink: &mut S,
+) -> Result<SyncReport, SourceError> {
+    prepare_session(client, cfg).await?;
     if let Some(list) = rules::advanced_rules(sync_rules).map_err(rules::source_error)? {
         let mut check = ids::CollisionCheck::default();
-        let report = advanced_sync(&client, cfg, &list, resume, cancel, sink, &mut check).await;
+        let report = advanced_sync(client, cfg, &list, resume, cancel, sink, &mut check).await;
         report_collisions(&check, sink);
         return report;
     }
-    let tables = catalog::resolve_tables(&client, &cfg.schema, &cfg.tables).await?;
-    if let Some(n) = catalog::estimated_rows(&client, &cfg.schema, &tables).await {
+    let tables = catalog::resolve_tables(client, &cfg.schema, &cfg.tables).await?;
+    if let Some(n) = catalog::estimated_rows(client, &cfg.schema, &tables).await {
         sink.set_metadata("rows_estimated", json!(n));
     }
     let resume = resume.and_then(Checkpoint::parse);
@@ -283,7 +324,7 @@ pub async fn full_sync_with_rules<S: DocumentSink + ?Sized>(
             Some(cp) if *name == cp.table => Some(cp.after.as_slice()),
             _ => None,
         };
-        let info = catalog::describe_table(&client, &cfg.schema, name).await?;
+        let info = catalog::describe_table(client, &cfg.schema, name).await?;
         if info.primary_key.is_empty() {
             tracing::warn!(schema = %cfg.schema, table = %name,
                 "skipping table without a primary key: add a primary key, or use an advanced sync rule with id_columns");
@@ -302,7 +343,7 @@ pub async fn full_sync_with_rules<S: DocumentSink + ?Sized>(
         };
         sink.describe(&plan.schema()).await?;
         let rows =
-            read_table(&client, &plan, after, cancel, sink, &mut check, &mut report.unrepresentable_values)
+            read_table(client, &plan, after, cancel, sink, &mut check, &mut report.unrepresentable_values)
                 .await;
         report_collisions(&check, sink);
         if report.unrepresentable_values > 0 {
@@ -333,13 +374,10 @@ fn report_collisions<S: DocumentSink + ?Sized>(check: &ids::CollisionCheck, sink
     }
 }
 
-/// Session settings every read relies on.
-pub async fn prepare_session(client: &Client) -> Result<(), SourceError> {
+/// Session settings every read relies on, and the agent's limits.
+pub async fn prepare_session(client: &Client, cfg: &PostgresConfig) -> Result<(), SourceError> {
     client
-        .batch_execute(
-            "SET TIME ZONE 'UTC'; SET extra_float_digits = 3; SET statement_timeout = 0; \
-             SET idle_in_transaction_session_timeout = 0",
-        )
+        .batch_execute(&format!("SET TIME ZONE 'UTC'; SET extra_float_digits = 3; {}", cfg.limits.sql()))
         .await
         .map_err(|e| catalog::query_error("prepare the session", &e))
 }

@@ -365,7 +365,7 @@ pub async fn incremental_sync<S: ChangeSink + ?Sized>(
     let cfg = req.cfg;
     let name = names(req.connector_id);
     let client = connect::connect(cfg).await?;
-    prepare_session(&client).await?;
+    prepare_session(&client, cfg).await?;
     let version = preflight(&client, cfg).await?;
 
     let mut report = IncrementalReport::default();
