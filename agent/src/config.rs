@@ -56,7 +56,10 @@ impl RawPostgresql {
             Some(v) => match parse_duration(v) {
                 Some(t) if t <= MAX_TIMEOUT => t,
                 Some(_) => {
-                    errs.push(format!("postgresql.{key} {v}: at most {}s (PostgreSQL's limit)", MAX_TIMEOUT.as_secs()));
+                    errs.push(format!(
+                        "postgresql.{key} {v}: at most {}s (PostgreSQL's limit)",
+                        MAX_TIMEOUT.as_secs()
+                    ));
                     default
                 }
                 None => {
@@ -440,8 +443,11 @@ mod tests {
         assert_eq!(c.postgresql.lock_timeout, Duration::from_millis(500));
         assert_eq!(c.postgresql.statement_timeout, Duration::from_secs(7200));
         assert_eq!(c.postgresql.idle_in_transaction_timeout, Duration::ZERO);
-        let err = with(&[("FERRY_POSTGRESQL__LOCK_TIMEOUT", "soon"), ("FERRY_POSTGRESQL__STATEMENT_TIMEOUT", "30d")])
-            .unwrap_err();
+        let err = with(&[
+            ("FERRY_POSTGRESQL__LOCK_TIMEOUT", "soon"),
+            ("FERRY_POSTGRESQL__STATEMENT_TIMEOUT", "30d"),
+        ])
+        .unwrap_err();
         assert!(err.contains("postgresql.lock_timeout \"soon\": write a duration"), "{err}");
         assert!(err.contains("postgresql.statement_timeout"), "{err}");
         let err = with(&[("FERRY_POSTGRESQL__LOCK_TIMOUT", "1s")]).unwrap_err();

@@ -36,16 +36,20 @@ impl Setup {
     /// `Timeout`).
     async fn agent_backend(&self, needle: &str, wait_event_type: &str) -> anyhow::Result<i32> {
         let c = self.w.pg.client("postgres").await?;
-        wait_until(&format!("an agent backend running {needle:?} to wait ({wait_event_type})"), STEP, || async {
-            let rows = c
-                .query(
-                    "SELECT pid FROM pg_stat_activity WHERE application_name = 'ferry-agent' \
+        wait_until(
+            &format!("an agent backend running {needle:?} to wait ({wait_event_type})"),
+            STEP,
+            || async {
+                let rows = c
+                    .query(
+                        "SELECT pid FROM pg_stat_activity WHERE application_name = 'ferry-agent' \
                      AND state = 'active' AND wait_event_type = $1 AND strpos(query, $2) > 0",
-                    &[&wait_event_type, &needle],
-                )
-                .await?;
-            Ok(rows.first().map(|r| r.get::<_, i32>(0)))
-        })
+                        &[&wait_event_type, &needle],
+                    )
+                    .await?;
+                Ok(rows.first().map(|r| r.get::<_, i32>(0)))
+            },
+        )
         .await
     }
 
@@ -70,7 +74,8 @@ impl Setup {
         let start = Instant::now();
         let c = self.w.pg.client("postgres").await?;
         wait_until(&format!("backend {pid} to end"), Duration::from_secs(30), || async {
-            let n: i64 = c.query_one("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", &[&pid]).await?.get(0);
+            let n: i64 =
+                c.query_one("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", &[&pid]).await?.get(0);
             Ok((n == 0).then_some(()))
         })
         .await?;
@@ -97,7 +102,8 @@ async fn cancel_interrupts_a_sleeping_query_and_a_lock_wait() {
     let w = World::start().expect("world");
     w.load_items("shop", 20).await.unwrap();
     let cp = w.start_control_plane().expect("control plane");
-    let mut config = w.agent_config(&cp.agents_url(), "agent-pg", "sleepy").unwrap().connector("locked", "postgresql");
+    let mut config =
+        w.agent_config(&cp.agents_url(), "agent-pg", "sleepy").unwrap().connector("locked", "postgresql");
     config.env.push(("FERRY_POSTGRESQL__LOCK_TIMEOUT".into(), format!("{LOCK_TIMEOUT_S}s")));
     let agent = Agent::start(config).expect("agent");
     let admin = Admin::new(&w.grpc, cp.admin_addr());

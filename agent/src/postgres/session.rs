@@ -110,7 +110,9 @@ pub async fn cancel_backend(cfg: &PostgresConfig, token: &tokio_postgres::Cancel
         Ok(Err(e)) => {
             tracing::warn!(address = %cfg.address(), error = %e, "sending PostgreSQL a cancel request failed")
         }
-        Err(_) => tracing::warn!(address = %cfg.address(), "PostgreSQL did not take the cancel request in time"),
+        Err(_) => {
+            tracing::warn!(address = %cfg.address(), "PostgreSQL did not take the cancel request in time")
+        }
     }
 }
 
