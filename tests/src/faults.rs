@@ -39,6 +39,9 @@ pub struct FaultCounters {
     pub bulk_requests: AtomicU64,
     pub rejected_requests: AtomicU64,
     pub rejected_items: AtomicU64,
+    /// While set, every `_bulk` request is answered 429 whole (see
+    /// [`FaultProxy::hold_bulks`]).
+    pub holding: std::sync::atomic::AtomicBool,
 }
 
 /// A running proxy; stops when dropped.
@@ -91,6 +94,12 @@ impl FaultProxy {
         self.counters.rejected_requests.load(Ordering::Relaxed)
     }
 
+    /// While `on`, answer every `_bulk` 429 (nothing reaches the index, so
+    /// nothing is acknowledged); everything else still passes.
+    pub fn hold_bulks(&self, on: bool) {
+        self.counters.holding.store(on, Ordering::SeqCst);
+    }
+
     pub fn rejected_items(&self) -> u64 {
         self.counters.rejected_items.load(Ordering::Relaxed)
     }
@@ -128,7 +137,7 @@ impl State {
         if is_bulk {
             let n = self.counters.bulk_requests.fetch_add(1, Ordering::Relaxed);
             let every = self.plan.reject_every_nth_bulk;
-            if every > 0 && n.is_multiple_of(every) {
+            if (every > 0 && n.is_multiple_of(every)) || self.counters.holding.load(Ordering::SeqCst) {
                 self.counters.rejected_requests.fetch_add(1, Ordering::Relaxed);
                 return Ok(respond(
                     429,

@@ -37,8 +37,18 @@ pub struct World {
 
 impl World {
     pub fn start() -> anyhow::Result<World> {
+        World::start_on(PgCluster::start()?)
+    }
+
+    /// [`World::start`] on a PostgreSQL with `wal_level = logical`
+    /// ([`PgCluster::start_logical`]), for incremental sync.
+    pub fn start_logical() -> anyhow::Result<World> {
+        World::start_on(PgCluster::start_logical()?)
+    }
+
+    /// [`World::start`] on the given PostgreSQL.
+    pub fn start_on(pg: PgCluster) -> anyhow::Result<World> {
         let grpc = Grpcurl::find()?;
-        let pg = PgCluster::start()?;
         let es = Osmem::start()?;
         let pki = TestPki::new()?;
         let ca = pki.write_ca()?;

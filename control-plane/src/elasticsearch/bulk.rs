@@ -112,6 +112,10 @@ pub struct BulkOutcome {
     pub indexed: u64,
     /// Of those, deletes applied.
     pub deleted: u64,
+    /// Of those, documents written (index and update items): what a job
+    /// reports as `indexed_document_count` (a delete is not an indexed
+    /// document, Elastic counts it in `deleted_document_count` only).
+    pub written: u64,
     /// Updates and deletes of documents that were not there (answered 404): nothing to do.
     pub missing: u64,
     pub failed: u64,
@@ -297,6 +301,8 @@ impl BulkIndexer {
                                 outcome.indexed += 1;
                                 if doc.op == BulkOp::Delete {
                                     outcome.deleted += 1;
+                                } else {
+                                    outcome.written += 1;
                                 }
                                 outcome.bytes += doc.source.len() as u64;
                             }

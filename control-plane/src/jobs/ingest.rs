@@ -279,7 +279,7 @@ impl JobRun {
             drop(ticket);
             let result = result.map(|outcome| {
                 let mut s = run.stats.lock().expect("stats lock");
-                s.indexed += outcome.indexed;
+                s.indexed += outcome.written;
                 s.rejected += outcome.failed;
                 s.bytes += outcome.bytes;
                 s.deleted += outcome.deleted;
@@ -324,6 +324,7 @@ impl JobRun {
                 Segment::Bulk(docs) => match self.index_patiently(bulk, docs, sequence).await? {
                     Ok(o) => {
                         total.indexed += o.indexed;
+                        total.written += o.written;
                         total.deleted += o.deleted;
                         total.missing += o.missing;
                         total.failed += o.failed;
