@@ -16,6 +16,9 @@ pub struct App {
     pub jobs: JobSettings,
     /// `agents.require_binding`: unbound connectors are served by nobody.
     pub require_binding: bool,
+    /// `agents.send_timeout_s`: how long one message to an agent may wait
+    /// for the agent to read its stream before the session is closed.
+    pub send_timeout: std::time::Duration,
     /// Identifies this instance in job documents (`ferry.control_plane`).
     pub instance_id: String,
     /// Signs enrollment certificates; `None`: enrollment not configured.

@@ -67,6 +67,10 @@ pub struct RawAgents {
     /// served by nobody. false (default): by any agent with a certificate
     /// from `tls.client_ca`, with a warning in the log.
     pub require_binding: Option<bool>,
+    /// Seconds one message to an agent may wait for the agent to read its
+    /// stream; past it the session is closed and its jobs handed back.
+    /// Default 30.
+    pub send_timeout_s: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -106,6 +110,8 @@ pub struct Config {
     pub agents_tls: ServerTls,
     /// See `agents::authz`.
     pub agents_require_binding: bool,
+    /// `agents.send_timeout_s` (see `agents::registry`).
+    pub agents_send_timeout: Duration,
     pub admin_listen: SocketAddr,
     pub admin_tls: Option<ServerTls>,
     pub jobs: JobSettings,
@@ -292,6 +298,7 @@ impl RawConfig {
             agents_listen,
             agents_tls: agents_tls.expect("checked above"),
             agents_require_binding: self.agents.require_binding.unwrap_or(false),
+            agents_send_timeout: Duration::from_secs(self.agents.send_timeout_s.unwrap_or(30).clamp(1, 3600)),
             admin_listen,
             admin_tls,
             jobs,

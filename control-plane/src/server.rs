@@ -93,6 +93,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         registry: Arc::new(Registry::default()),
         jobs: config.jobs.clone(),
         require_binding: config.agents_require_binding,
+        send_timeout: config.agents_send_timeout,
         instance_id: format!("{}-{}", hostname(), &uuid::Uuid::new_v4().simple().to_string()[..8]),
         shutdown: shutdown.clone(),
     });

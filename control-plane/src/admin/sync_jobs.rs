@@ -68,7 +68,7 @@ impl SyncJobs {
         let mut told_agent = false;
         if let Some((session, run)) = self.app.registry.running(id) {
             if run.mark_cancel_sent() {
-                send_cancel(&session, id, &run.lease_id, "canceled by the user").await;
+                send_cancel(&session, id, &run.lease_id, "canceled by the user");
             }
             told_agent = true;
         }
@@ -113,7 +113,7 @@ impl SyncJobs {
         // at the next progress tick.
         if let (Some(lease), Some((session, run))) = (lease, self.app.registry.running(id)) {
             if run.lease_id == lease && run.mark_cancel_sent() {
-                send_cancel(&session, id, &lease, "canceled by the user").await;
+                send_cancel(&session, id, &lease, "canceled by the user");
             }
         }
         if was_running {

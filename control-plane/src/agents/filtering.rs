@@ -77,7 +77,7 @@ pub async fn check_draft(
         rules: Some(to_sync_rules(draft)),
     };
     tracing::info!(connector_id, agent_id = %session.agent_id, "asking the agent to check draft sync rules");
-    session.send(Out::ValidateFiltering(msg)).await;
+    session.send(Out::ValidateFiltering(msg));
 }
 
 /// Records the agent's answer; activates a valid draft.

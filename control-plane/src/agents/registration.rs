@@ -148,7 +148,7 @@ async fn reconcile(app: &App, session: &AgentSession, offer: &Offer) -> Result<(
             if first {
                 tracing::warn!(connector_id = %offer.connector_id, agent_id = %session.agent_id, address = %session.address, "agent refused for the connector: {reason}");
                 let msg = proto::ConnectorRefused { connector_id: offer.connector_id.clone(), reason };
-                session.send(Out::ConnectorRefused(msg)).await;
+                session.send(Out::ConnectorRefused(msg));
             }
             return Ok(());
         }
@@ -187,7 +187,7 @@ async fn reconcile(app: &App, session: &AgentSession, offer: &Offer) -> Result<(
             values: ferry_sdk::config_schema::values_to_proto(&values),
             revision,
         };
-        session.send(Out::ValidateConfiguration(msg)).await;
+        session.send(Out::ValidateConfiguration(msg));
     }
     super::filtering::check_draft(session, &offer.connector_id, status, &filtering, &values).await;
     Ok(())

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::identity::agent_id_from_cert;
-use super::registry::{AgentSession, Offer, SessionState};
+use super::registry::{AgentSession, Offer, SessionState, OUTBOUND_QUEUE};
 use crate::app::App;
 use crate::jobs::dispatcher::send_cancel;
 use crate::jobs::lifecycle;
@@ -26,7 +26,6 @@ use crate::model::{now, ConfigEntry};
 
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
-const OUTBOUND_QUEUE: usize = 64;
 
 pub struct AgentService {
     app: Arc<App>,
@@ -80,7 +79,10 @@ impl proto::agent_service_server::AgentService for AgentService {
             Err(_) => return Err(Status::deadline_exceeded("no Hello within 10 s of connecting")),
         };
         let offers = validate_hello(&hello)?;
-        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let (tx, queue) = mpsc::channel(OUTBOUND_QUEUE);
+        // The stream itself holds one message: the writer task waits on it
+        // (with the send deadline), nobody else does.
+        let (wire, rx) = mpsc::channel(1);
         let session = Arc::new(AgentSession {
             session_id: uuid::Uuid::new_v4().to_string(),
             agent_id: agent_id.clone(),
@@ -92,6 +94,7 @@ impl proto::agent_service_server::AgentService for AgentService {
             max_concurrent_jobs: hello.max_concurrent_jobs.clamp(1, 64) as usize,
             outbound: tx,
             closed: CancellationToken::new(),
+            close_reason: Mutex::new(None),
             jobs: Mutex::new(Default::default()),
             state: Mutex::new(SessionState { last_heartbeat: Some(now()), ..Default::default() }),
         });
@@ -102,7 +105,7 @@ impl proto::agent_service_server::AgentService for AgentService {
             heartbeat_interval_ms: HEARTBEAT_INTERVAL.as_millis() as u32,
             flow_control: Some(self.app.flow_control()),
         };
-        session.send(Out::Welcome(welcome)).await;
+        session.send(Out::Welcome(welcome));
         tracing::info!(
             agent_id = %agent_id, session_id = %session.session_id, address = %session.address,
             version = %session.agent_version, compression = %compression,
@@ -111,6 +114,7 @@ impl proto::agent_service_server::AgentService for AgentService {
         );
         self.app.registry.insert(session.clone());
         let app = self.app.clone();
+        tokio::spawn(super::registry::forward(session.clone(), queue, wire, app.send_timeout));
         tokio::spawn(super::registration::run(app.clone(), session.clone()));
         tokio::spawn(serve(app, session, inbound));
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -162,7 +166,12 @@ async fn serve(app: Arc<App>, session: Arc<AgentSession>, mut inbound: Streaming
     let reason = loop {
         let msg = tokio::select! {
             _ = app.shutdown.cancelled() => break "the control plane is shutting down".to_owned(),
-            _ = session.closed.cancelled() => break "the session was closed".to_owned(),
+            _ = session.closed.cancelled() => break session
+                .close_reason
+                .lock()
+                .expect("close reason lock")
+                .clone()
+                .unwrap_or_else(|| "the session was closed".to_owned()),
             m = inbound.message() => m,
         };
         let msg = match msg {
@@ -182,7 +191,7 @@ async fn serve(app: Arc<App>, session: Arc<AgentSession>, mut inbound: Streaming
             }
             In::Batch(batch) => {
                 if let Err(reason) = on_batch(&app, &session, batch).await {
-                    let _ = session.outbound.send(Err(Status::resource_exhausted(reason.clone()))).await;
+                    session.send_status(Status::resource_exhausted(reason.clone()));
                     break reason;
                 }
             }
@@ -261,14 +270,14 @@ async fn on_batch(
         async move {
             match result {
                 Ok(ack) => {
-                    s.send(Out::BatchAck(ack)).await;
+                    s.send(Out::BatchAck(ack));
                 }
                 Err(e) => {
                     let reason = format!("Elasticsearch did not accept a batch: {e}");
                     tracing::error!(job_id = %r.job_id, "{reason}");
                     r.set_fatal(reason.clone());
                     if r.mark_cancel_sent() {
-                        send_cancel(&s, &r.job_id, &r.lease_id, &reason).await;
+                        send_cancel(&s, &r.job_id, &r.lease_id, &reason);
                     }
                 }
             }

@@ -204,7 +204,7 @@ pub async fn run_progress(app: Arc<App>) {
                     Ok(FlushResult::Continue) => {}
                     Ok(FlushResult::CancelRequested) => {
                         if run.mark_cancel_sent() {
-                            send_cancel(&session, &run.job_id, &run.lease_id, "canceled by the user").await;
+                            send_cancel(&session, &run.job_id, &run.lease_id, "canceled by the user");
                         }
                     }
                     Ok(FlushResult::LeaseLost) => {
@@ -214,8 +214,7 @@ pub async fn run_progress(app: Arc<App>) {
                             &run.job_id,
                             &run.lease_id,
                             "the job was taken over or ended elsewhere",
-                        )
-                        .await;
+                        );
                         session.jobs.lock().expect("jobs lock").remove(&run.job_id);
                     }
                     Err(e) => tracing::warn!(job_id = %run.job_id, "writing job progress failed: {e}"),
@@ -225,7 +224,8 @@ pub async fn run_progress(app: Arc<App>) {
     }
 }
 
-pub async fn send_cancel(
+/// Queues `CancelJob` for the agent (never waits for it: see `agents::registry`).
+pub fn send_cancel(
     session: &crate::agents::registry::AgentSession,
     job_id: &str,
     lease_id: &str,
@@ -236,5 +236,5 @@ pub async fn send_cancel(
         lease_id: lease_id.to_owned(),
         reason: reason.to_owned(),
     };
-    session.send(proto::control_message::Message::CancelJob(msg)).await;
+    session.send(proto::control_message::Message::CancelJob(msg));
 }

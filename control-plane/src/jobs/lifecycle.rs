@@ -132,7 +132,7 @@ pub async fn claim_and_assign(app: &App, session: &Arc<AgentSession>, job_id: &s
     };
     tracing::info!(job_id, agent_id = %session.agent_id, attempt = doc.ferry.attempts, resumed = !resume.is_empty(), "job assigned");
     crate::metrics::METRICS.jobs_assigned.inc();
-    if !session.send(proto::control_message::Message::AssignJob(assign)).await {
+    if !session.send(proto::control_message::Message::AssignJob(assign)) {
         // The session died between claim and send: put the job back.
         let run = session.jobs.lock().expect("jobs lock").remove(job_id);
         if let Some(run) = run {
