@@ -207,9 +207,14 @@ async fn a_stalled_agent_delays_no_other_tenant() {
         admin.put_connector("tenant", "tenant").await?;
         // The stalled agent grants the control plane a 1 KiB window: once it
         // stops reading, a dozen acks fill it.
-        let mut stalled =
-            RawAgent::connect(&world, &cp, "agent-stall", hello(vec![offer("stall", "postgresql")]), Some(1024))
-                .await?;
+        let mut stalled = RawAgent::connect(
+            &world,
+            &cp,
+            "agent-stall",
+            hello(vec![offer("stall", "postgresql")]),
+            Some(1024),
+        )
+        .await?;
         let mut healthy =
             RawAgent::connect(&world, &cp, "agent-tenant", hello(vec![offer("tenant", "postgresql")]), None)
                 .await?;
