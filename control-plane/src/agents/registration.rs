@@ -129,7 +129,7 @@ async fn reconcile(app: &App, session: &AgentSession, offer: &Offer) -> Result<(
             );
             tracing::warn!(connector_id = %offer.connector_id, agent_id = %session.agent_id, "agent offers a connector that does not exist: {reason}");
             let msg = proto::ConnectorRefused { connector_id: offer.connector_id.clone(), reason };
-            session.send(Out::ConnectorRefused(msg)).await;
+            session.send(Out::ConnectorRefused(msg));
         }
         return Ok(());
     };
