@@ -484,3 +484,97 @@ async fn a_user_without_replication_is_a_clear_error() {
         Ok(())
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_sync_is_refused_while_a_stream_runs_and_the_stream_continues_after_it() {
+    let rig = Rig::logical("item").await;
+    run!(rig, |rig| async {
+        let stream = rig.create_incremental(true).await?;
+        rig.wait_count(20).await?;
+        let e = rig
+            .world
+            .grpc
+            .call_err(
+                &rig.admin.addr,
+                &format!("{SYNC_JOBS}/CreateSyncJob"),
+                &json!({"connector_id": CONNECTOR, "job_type": "JOB_TYPE_FULL"}),
+            )
+            .await?;
+        ensure!(
+            e.code == "FailedPrecondition" && e.message.contains(&stream) && e.message.contains("CancelSyncJob"),
+            "a full sync next to a running stream must be refused naming the stream and the fix: {e}"
+        );
+        let e = rig
+            .world
+            .grpc
+            .call_err(
+                &rig.admin.addr,
+                &format!("{SYNC_JOBS}/CreateSyncJob"),
+                &json!({"connector_id": CONNECTOR, "job_type": "JOB_TYPE_INCREMENTAL"}),
+            )
+            .await?;
+        ensure!(e.code == "FailedPrecondition", "a second incremental job too: {e}");
+
+        rig.cancel(&stream).await?;
+        // Changes while nothing streams; the full sync sees them.
+        rig.sql("INSERT INTO item SELECT g, 'item ' || g, 1, NULL FROM generate_series(21, 23) g").await?;
+        rig.sql("DELETE FROM item WHERE id = 9").await?;
+        let full = rig.admin.create_job(CONNECTOR).await?;
+        rig.admin.wait_completed(&full, STEP).await?;
+        rig.wait_count(22).await?;
+
+        // The stream resumes from the connector's cursor (replaying what the
+        // full sync already applied converges on the same documents).
+        let again = rig.create_incremental(true).await?;
+        rig.sql("INSERT INTO item VALUES (24, 'after the full sync', 1, NULL)").await?;
+        rig.sql("UPDATE item SET name = 'changed after' WHERE id = 10").await?;
+        rig.wait_count(23).await?;
+        wait_until("item 10 updated", STEP, || async {
+            Ok(rig.item(10).await?.filter(|d| field(d, "name") == "changed after").map(|_| ()))
+        })
+        .await?;
+        ensure!(rig.item(9).await?.is_none(), "item 9 stays deleted");
+        let j = rig.admin.job(&again).await?;
+        ensure!(metadata_u64(&j, "snapshot_rows").unwrap_or(0) == 0, "no second snapshot: {j}");
+        rig.cancel(&again).await
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_connector_drops_its_slot_and_publication() {
+    let rig = Rig::logical("item").await;
+    run!(rig, |rig| async {
+        let stream = rig.create_incremental(true).await?;
+        rig.wait_count(20).await?;
+        ensure!(slot_and_publication(rig).await? == (1, 1), "the stream holds a slot and a publication");
+        rig.admin
+            .call("ferry.v1.ConnectorService/DeleteConnector", json!({"connector_id": CONNECTOR}))
+            .await?;
+        wait_until("the slot and publication to be dropped", STEP, || async {
+            Ok((slot_and_publication(rig).await? == (0, 0)).then_some(()))
+        })
+        .await?;
+        // The stream stopped and does not bring the slot back.
+        wait_until("the stream to end", STEP, || async {
+            let j = rig.admin.job(&stream).await?;
+            Ok((!matches!(j["status"].as_str(), Some("SYNC_STATUS_IN_PROGRESS" | "SYNC_STATUS_CANCELING")))
+                .then_some(()))
+        })
+        .await?;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        ensure!(slot_and_publication(rig).await? == (0, 0), "the slot came back");
+        Ok(())
+    });
+}
+
+/// How many slots and publications of [`CONNECTOR`] the server has.
+async fn slot_and_publication(rig: &Rig) -> anyhow::Result<(i64, i64)> {
+    let c = rig.world.pg.client(DB).await?;
+    let slots: i64 = c
+        .query_one("SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'ferry_cdc_%'", &[])
+        .await?
+        .get(0);
+    let pubs: i64 =
+        c.query_one("SELECT count(*) FROM pg_publication WHERE pubname LIKE 'ferry_cdc_%'", &[]).await?.get(0);
+    Ok((slots, pubs))
+}

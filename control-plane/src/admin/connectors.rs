@@ -512,6 +512,9 @@ impl ConnectorService for Connectors {
                 })
                 .await?;
             self.app.registry.changed.notify_waiters();
+            if let Some(c) = &existing {
+                release_on_agents(&self.app, &r.connector_id, &c.doc).await;
+            }
         }
         tracing::info!(connector_id = %r.connector_id, deleted_jobs, "connector deleted");
         Ok(Response::new(proto::DeleteConnectorResponse {
@@ -587,5 +590,68 @@ impl ConnectorService for Connectors {
     ) -> Result<Response<proto::UpdateAllowedAgentsResponse>, Status> {
         let c = self.set_allowed_agents(request.into_inner()).await?;
         Ok(Response::new(proto::UpdateAllowedAgentsResponse { connector: Some(convert::connector(&c)) }))
+    }
+}
+
+/// Tells every agent connected here that may serve the deleted connector to
+/// release what it holds on the source for it (`ReleaseConnector`): for
+/// PostgreSQL the replication slot and publication, since an abandoned slot
+/// keeps WAL until the server's disk fills. Best effort, never blocks the
+/// delete: a session that does not take the message within 5 s is skipped.
+/// An agent not connected to this instance at that moment is not told; the
+/// log says so, with what to drop by hand.
+async fn release_on_agents(app: &App, connector_id: &str, doc: &ConnectorDoc) {
+    let values: std::collections::BTreeMap<_, _> = doc
+        .configuration
+        .iter()
+        .filter_map(|(k, e)| e.effective_value().map(|v| (k.clone(), v.clone())))
+        .collect();
+    let mut told = 0;
+    for session in app.registry.serving(connector_id) {
+        if !crate::agents::authz::verdict(doc, &session.agent_id, app.require_binding).may_serve() {
+            continue;
+        }
+        // A stream still running would reconnect and re-create the slot
+        // the release drops: stop it first (the agent reads in order).
+        let runs: Vec<_> = session
+            .jobs
+            .lock()
+            .expect("jobs lock")
+            .values()
+            .filter(|run| run.connector_id == connector_id)
+            .cloned()
+            .collect();
+        for run in runs {
+            if run.mark_cancel_sent() {
+                let cancel = crate::jobs::dispatcher::send_cancel(
+                    &session,
+                    &run.job_id,
+                    &run.lease_id,
+                    "the connector was deleted",
+                );
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(5), cancel).await;
+            }
+        }
+        let msg = proto::ReleaseConnector {
+            connector_id: connector_id.to_owned(),
+            configuration: ferry_sdk::config_schema::values_to_proto(&values),
+        };
+        let sent = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            session.send(proto::control_message::Message::ReleaseConnector(msg)),
+        )
+        .await;
+        if matches!(sent, Ok(true)) {
+            told += 1;
+            tracing::info!(connector_id, agent_id = %session.agent_id, "asked the agent to release the deleted connector");
+        }
+    }
+    if told == 0 {
+        tracing::warn!(
+            connector_id,
+            "no agent serving the deleted connector is connected here: what it holds on the source stays (for \
+             PostgreSQL incremental sync, drop the replication slot and publication named ferry_<connector id>_<hash>: \
+             SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name LIKE 'ferry_%')"
+        );
     }
 }

@@ -42,6 +42,16 @@ impl SyncJobs {
                 "only an incremental job (JOB_TYPE_INCREMENTAL) can be continuous",
             ));
         }
+        if job_type != JobType::AccessControl {
+            if let Some(stream) = open_continuous_job(&self.app, &r.connector_id).await? {
+                return Err(Error::FailedPrecondition(format!(
+                    "connector {:?} has a continuous incremental job ({stream}) keeping its index in step with the \
+                     database, and one job per connector runs at a time: cancel it with CancelSyncJob first (the next \
+                     incremental job continues from the connector's sync_cursor)",
+                    r.connector_id
+                )));
+            }
+        }
         create_job(&self.app, &r.connector_id, job_type, TriggerMethod::OnDemand, r.continuous).await
     }
 
@@ -136,6 +146,33 @@ impl SyncJobs {
 /// Creates a pending job of `job_type` for the connector, with a snapshot of
 /// the connector (configuration, filtering, pipeline, sync_cursor...).
 /// `continuous`: an incremental job that streams until canceled.
+/// The id of the connector's continuous incremental job that is not over
+/// (pending, running, canceling or suspended), if any.
+///
+/// Why a full (or another incremental) sync is refused next to it rather
+/// than queued: one job per connector runs at a time (the dispatcher), and a
+/// continuous job ends only when canceled, so a queued job would wait
+/// forever with no word why. Content-index writes of a full sync and a
+/// stream never interleave; after the user cancels the stream, a full sync
+/// runs, and the next incremental job replays from the connector's cursor
+/// (changes the full sync already saw are re-applied in commit order per
+/// document, which converges on the same documents).
+async fn open_continuous_job(app: &App, connector_id: &str) -> Result<Option<String>> {
+    let res = app
+        .stores
+        .jobs
+        .search(&serde_json::json!({
+            "size": 20,
+            "query": {"bool": {"filter": [
+                {"term": {"connector.id": connector_id}},
+                {"term": {"job_type": "incremental"}},
+                {"terms": {"status": ["pending", "in_progress", "canceling", "suspended"]}}
+            ]}}
+        }))
+        .await?;
+    Ok(res.hits.into_iter().find(|h| h.source.ferry.continuous).map(|h| h.id))
+}
+
 pub async fn create_job(
     app: &App,
     connector_id: &str,
