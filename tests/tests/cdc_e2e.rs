@@ -501,7 +501,9 @@ async fn a_full_sync_is_refused_while_a_stream_runs_and_the_stream_continues_aft
             )
             .await?;
         ensure!(
-            e.code == "FailedPrecondition" && e.message.contains(&stream) && e.message.contains("CancelSyncJob"),
+            e.code == "FailedPrecondition"
+                && e.message.contains(&stream)
+                && e.message.contains("CancelSyncJob"),
             "a full sync next to a running stream must be refused naming the stream and the fix: {e}"
         );
         let e = rig
@@ -574,7 +576,9 @@ async fn slot_and_publication(rig: &Rig) -> anyhow::Result<(i64, i64)> {
         .query_one("SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'ferry_cdc_%'", &[])
         .await?
         .get(0);
-    let pubs: i64 =
-        c.query_one("SELECT count(*) FROM pg_publication WHERE pubname LIKE 'ferry_cdc_%'", &[]).await?.get(0);
+    let pubs: i64 = c
+        .query_one("SELECT count(*) FROM pg_publication WHERE pubname LIKE 'ferry_cdc_%'", &[])
+        .await?
+        .get(0);
     Ok((slots, pubs))
 }
