@@ -513,7 +513,7 @@ impl ConnectorService for Connectors {
                 .await?;
             self.app.registry.changed.notify_waiters();
             if let Some(c) = &existing {
-                release_on_agents(&self.app, &r.connector_id, &c.doc).await;
+                release_on_agents(&self.app, &r.connector_id, &c.doc);
             }
         }
         tracing::info!(connector_id = %r.connector_id, deleted_jobs, "connector deleted");
@@ -597,10 +597,10 @@ impl ConnectorService for Connectors {
 /// release what it holds on the source for it (`ReleaseConnector`): for
 /// PostgreSQL the replication slot and publication, since an abandoned slot
 /// keeps WAL until the server's disk fills. Best effort, never blocks the
-/// delete: a session that does not take the message within 5 s is skipped.
+/// delete: messages are queued without waiting (`AgentSession::send`).
 /// An agent not connected to this instance at that moment is not told; the
 /// log says so, with what to drop by hand.
-async fn release_on_agents(app: &App, connector_id: &str, doc: &ConnectorDoc) {
+fn release_on_agents(app: &App, connector_id: &str, doc: &ConnectorDoc) {
     let values: std::collections::BTreeMap<_, _> = doc
         .configuration
         .iter()
@@ -623,25 +623,14 @@ async fn release_on_agents(app: &App, connector_id: &str, doc: &ConnectorDoc) {
             .collect();
         for run in runs {
             if run.mark_cancel_sent() {
-                let cancel = crate::jobs::dispatcher::send_cancel(
-                    &session,
-                    &run.job_id,
-                    &run.lease_id,
-                    "the connector was deleted",
-                );
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(5), cancel).await;
+                crate::jobs::dispatcher::send_cancel(&session, &run.job_id, &run.lease_id, "the connector was deleted");
             }
         }
         let msg = proto::ReleaseConnector {
             connector_id: connector_id.to_owned(),
             configuration: ferry_sdk::config_schema::values_to_proto(&values),
         };
-        let sent = tokio::time::timeout(
-            std::time::Duration::from_secs(5),
-            session.send(proto::control_message::Message::ReleaseConnector(msg)),
-        )
-        .await;
-        if matches!(sent, Ok(true)) {
+        if session.send(proto::control_message::Message::ReleaseConnector(msg)) {
             told += 1;
             tracing::info!(connector_id, agent_id = %session.agent_id, "asked the agent to release the deleted connector");
         }
