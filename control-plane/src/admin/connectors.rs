@@ -623,7 +623,12 @@ fn release_on_agents(app: &App, connector_id: &str, doc: &ConnectorDoc) {
             .collect();
         for run in runs {
             if run.mark_cancel_sent() {
-                crate::jobs::dispatcher::send_cancel(&session, &run.job_id, &run.lease_id, "the connector was deleted");
+                crate::jobs::dispatcher::send_cancel(
+                    &session,
+                    &run.job_id,
+                    &run.lease_id,
+                    "the connector was deleted",
+                );
             }
         }
         let msg = proto::ReleaseConnector {
