@@ -8,6 +8,7 @@
 //! documented in README.md ("Metrics").
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -37,6 +38,45 @@ pub struct AgentMetrics {
     pub jobs_running: Gauge,
     /// By `outcome`: completed, failed, canceled.
     pub jobs_finished: Family<Labels, Counter>,
+    /// By `connector`, while a change stream (incremental job) runs: bytes
+    /// of WAL (or the source's log) not yet confirmed as applied.
+    pub replication_lag_bytes: Family<Labels, Gauge>,
+    /// By `connector`: age of the oldest change handed over and not yet
+    /// acknowledged (0 when everything is acknowledged).
+    pub replication_lag_seconds: Family<Labels, Gauge<f64, AtomicU64>>,
+    /// By `connector`: commit time (Unix seconds) of the last change
+    /// acknowledged by the control plane.
+    pub replication_last_commit_timestamp: Family<Labels, Gauge<f64, AtomicU64>>,
+}
+
+impl AgentMetrics {
+    /// Sets the change-stream gauges of `connector`; `None` leaves a gauge
+    /// as it is (e.g. the byte lag is queried less often).
+    pub fn set_replication(
+        &self,
+        connector: &str,
+        lag_bytes: Option<i64>,
+        lag_seconds: f64,
+        last_commit_unix: Option<f64>,
+    ) {
+        let l = vec![("connector", connector.to_owned())];
+        if let Some(b) = lag_bytes {
+            self.replication_lag_bytes.get_or_create(&l).set(b);
+        }
+        self.replication_lag_seconds.get_or_create(&l).set(lag_seconds);
+        if let Some(t) = last_commit_unix {
+            self.replication_last_commit_timestamp.get_or_create(&l).set(t);
+        }
+    }
+
+    /// Removes the change-stream gauges of `connector` (its stream ended:
+    /// a stale lag would mislead).
+    pub fn clear_replication(&self, connector: &str) {
+        let l = vec![("connector", connector.to_owned())];
+        self.replication_lag_bytes.remove(&l);
+        self.replication_lag_seconds.remove(&l);
+        self.replication_last_commit_timestamp.remove(&l);
+    }
 }
 
 /// The agent runtime's metrics; registered by [`register_agent`].
@@ -49,6 +89,9 @@ pub static AGENT: LazyLock<AgentMetrics> = LazyLock::new(|| AgentMetrics {
     sessions_lost: Counter::default(),
     jobs_running: Gauge::default(),
     jobs_finished: Family::default(),
+    replication_lag_bytes: Family::default(),
+    replication_lag_seconds: Family::default(),
+    replication_last_commit_timestamp: Family::default(),
 });
 
 /// Adds the agent runtime's metrics to `registry` (prefix `ferry_agent`).
@@ -71,6 +114,21 @@ pub fn register_agent(registry: &mut Registry) {
     );
     r.register("jobs_running", "Jobs running on this agent", m.jobs_running.clone());
     r.register("jobs_finished", "Jobs this agent finished, by outcome", m.jobs_finished.clone());
+    r.register(
+        "replication_lag_bytes",
+        "Change stream: bytes of the source's log not yet confirmed as applied, by connector",
+        m.replication_lag_bytes.clone(),
+    );
+    r.register(
+        "replication_lag_seconds",
+        "Change stream: age of the oldest change handed over and not yet acknowledged, by connector",
+        m.replication_lag_seconds.clone(),
+    );
+    r.register(
+        "replication_last_commit_timestamp_seconds",
+        "Change stream: commit time (Unix seconds) of the last acknowledged change, by connector",
+        m.replication_last_commit_timestamp.clone(),
+    );
 }
 
 /// The Prometheus text exposition of `registry`.
