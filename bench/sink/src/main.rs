@@ -15,7 +15,13 @@
 //!   the control plane can run against this one URL. Without `--upstream`, `GET /` is answered
 //!   locally as Elasticsearch 8.15.0 and the rest is 404.
 //!   Every answer carries `X-Elastic-Product: Elasticsearch` (the Python client checks it).
-//!   `GET /_sink/stats` returns `{"indices":{name:{unique,ops,bytes,requests,errors}}}`.
+//!   `GET /_sink/stats` returns `{"indices":{name:{unique,ops,bytes,requests,errors,index_ops,
+//!   update_ops,delete_ops,deletes_missing}}}` (`deletes_missing`: deletes of an id not present).
+//!   Change-stream latency (`bench/run --cdc`): every `index`/`update` source carrying Ferry's
+//!   `"_timestamp":"<RFC 3339 UTC>"` (the PostgreSQL commit time of the change) is recorded as
+//!   (commit time, answer time - commit time); `GET /_sink/latency?index=I&from_us=A&to_us=B`
+//!   returns `{count,p50_ms,p99_ms,max_ms,last_commit_us}` over the changes whose commit time
+//!   (Unix µs) is in [A, B).
 //!
 //! `bench-sink feed --url URL --index NAME --rows N [--body-bytes B] [--in-flight K]`
 //!   The sink's own ceiling: pre-renders N documents shaped like the benchmark table's rows into
@@ -51,6 +57,12 @@ struct IndexState {
     errors: u64,
     created: bool,
     next_seq: u64,
+    index_ops: u64,
+    update_ops: u64,
+    delete_ops: u64,
+    deletes_missing: u64,
+    /// (commit time Unix µs, latency µs) of every change with a `_timestamp`.
+    latency: Vec<(i64, u32)>,
 }
 
 struct Sink {
@@ -147,6 +159,7 @@ async fn route(sink: Arc<Sink>, req: Request<Incoming>) -> Response<Body> {
     match (segs.as_slice(), &method) {
         (["_bulk"], &Method::POST | &Method::PUT) => bulk(&sink, None, req).await,
         (["_sink", "stats"], _) => stats(&sink),
+        (["_sink", "latency"], _) => latency(&sink, req.uri().query().unwrap_or("")),
         ([idx, "_bulk"], &Method::POST | &Method::PUT) if is_data_index(idx) => {
             let idx = idx.to_string();
             bulk(&sink, Some(idx), req).await
@@ -198,9 +211,68 @@ fn stats(sink: &Sink) -> Response<Body> {
     for (k, s) in map.iter() {
         out.insert(k.clone(), serde_json::json!({
             "unique": s.ids.len(), "ops": s.ops, "bytes": s.bytes, "requests": s.requests, "errors": s.errors,
+            "index_ops": s.index_ops, "update_ops": s.update_ops, "delete_ops": s.delete_ops,
+            "deletes_missing": s.deletes_missing, "latency_samples": s.latency.len(),
         }));
     }
     json(StatusCode::OK, serde_json::to_vec(&serde_json::json!({ "indices": out })).unwrap())
+}
+
+fn latency(sink: &Sink, query: &str) -> Response<Body> {
+    let param = |k: &str| query.split('&').find_map(|kv| kv.strip_prefix(k).and_then(|v| v.strip_prefix('=')));
+    let index = param("index").unwrap_or("");
+    let from: i64 = param("from_us").and_then(|v| v.parse().ok()).unwrap_or(i64::MIN);
+    let to: i64 = param("to_us").and_then(|v| v.parse().ok()).unwrap_or(i64::MAX);
+    let map = sink.indices.lock().unwrap();
+    let (mut lat, last) = match map.get(index) {
+        Some(st) => (
+            st.latency.iter().filter(|(c, _)| *c >= from && *c < to).map(|(_, l)| *l).collect::<Vec<u32>>(),
+            st.latency.iter().map(|(c, _)| *c).max().unwrap_or(0),
+        ),
+        None => (Vec::new(), 0),
+    };
+    drop(map);
+    lat.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if lat.is_empty() {
+            return 0.0;
+        }
+        let i = ((p * lat.len() as f64).ceil() as usize).clamp(1, lat.len()) - 1;
+        lat[i] as f64 / 1000.0
+    };
+    let body = serde_json::json!({
+        "count": lat.len(), "p50_ms": pct(0.50), "p99_ms": pct(0.99), "max_ms": pct(1.0), "last_commit_us": last,
+    });
+    json(StatusCode::OK, serde_json::to_vec(&body).unwrap())
+}
+
+/// The commit time (Unix µs) in Ferry's `"_timestamp":"YYYY-MM-DDTHH:MM:SS[.f]Z"` of a source.
+fn commit_time_us(src: &[u8]) -> Option<i64> {
+    const KEY: &[u8] = b"\"_timestamp\":\"";
+    let at = memchr::memmem::rfind(src, KEY)? + KEY.len();
+    let t = src.get(at..at + 19)?;
+    let num = |r: std::ops::Range<usize>| -> Option<i64> { std::str::from_utf8(&t[r]).ok()?.parse().ok() };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    // Days from civil (Howard Hinnant's algorithm).
+    let y2 = if mo <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * (mo + if mo > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let mut us = ((days * 24 + h) * 60 + mi) * 60 + se;
+    us *= 1_000_000;
+    let rest = &src[at + 19..];
+    if rest.first() == Some(&b'.') {
+        let digits: Vec<u8> = rest[1..].iter().take_while(|c| c.is_ascii_digit()).copied().collect();
+        let mut frac = 0i64;
+        for i in 0..6 {
+            frac = frac * 10 + digits.get(i).map(|c| (c - b'0') as i64).unwrap_or(0);
+        }
+        us += frac;
+    }
+    Some(us)
 }
 
 async fn proxy(sink: &Sink, req: Request<Incoming>) -> Response<Body> {
@@ -266,6 +338,7 @@ struct Item {
     id: String,
     error: Option<(u16, &'static str, String)>,
     source_len: usize,
+    commit_us: Option<i64>,
 }
 
 fn bad_request(reason: String) -> Response<Body> {
@@ -353,22 +426,25 @@ async fn bulk(sink: &Sink, default_index: Option<String>, req: Request<Incoming>
         };
         let mut error = None;
         let mut source_len = 0;
+        let mut commit_us = None;
         if has_source {
             line_no += 1;
             let Some(src) = lines.next() else {
                 return bad_request(format!("The bulk request must be terminated by a newline [{line_no}]"));
             };
             source_len = src.len();
+            commit_us = commit_time_us(src);
             if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(src) {
                 error = Some((400, "mapper_parsing_exception", format!("failed to parse: {e}")));
             } else if src.first() != Some(&b'{') {
                 error = Some((400, "mapper_parsing_exception", "source is not a JSON object".to_string()));
             }
         }
-        items.push(Item { op, index, id, error, source_len });
+        items.push(Item { op, index, id, error, source_len, commit_us });
     }
     // Record under the lock, render the answer after.
     let mut results: Vec<(u16, u64, bool)> = Vec::with_capacity(items.len()); // status, seq_no, existed
+    let now_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0);
     {
         let mut map = sink.indices.lock().unwrap();
         let mut cur_name: Option<&str> = None;
@@ -392,12 +468,20 @@ async fn bulk(sink: &Sink, default_index: Option<String>, req: Request<Incoming>
             }
             let seq = st.next_seq;
             st.next_seq += 1;
+            if let Some(c) = it.commit_us {
+                st.latency.push((c, (now_us - c).clamp(0, u32::MAX as i64) as u32));
+            }
             match it.op {
                 "delete" => {
+                    st.delete_ops += 1;
                     let existed = st.ids.remove(it.id.as_str());
+                    if !existed {
+                        st.deletes_missing += 1;
+                    }
                     results.push((if existed { 200 } else { 404 }, seq, existed));
                 }
                 "update" => {
+                    st.update_ops += 1;
                     let existed = st.ids.contains(it.id.as_str());
                     if !existed {
                         st.errors += 1;
@@ -412,6 +496,7 @@ async fn bulk(sink: &Sink, default_index: Option<String>, req: Request<Incoming>
                     results.push((if fresh { 201 } else { 409 }, seq, !fresh));
                 }
                 _ => {
+                    st.index_ops += 1;
                     let fresh = st.ids.insert(it.id.clone().into_boxed_str());
                     results.push((if fresh { 201 } else { 200 }, seq, !fresh));
                 }
