@@ -15,10 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{ensure, Context};
 use serde_json::json;
 
-use ferry_tests::certs::TestPki;
-use ferry_tests::osmem::Osmem;
-use ferry_tests::postgres::PgCluster;
-use ferry_tests::process::{free_addr, wait_until, Agent, Grpcurl, ServerTls};
+use ferry_tests::process::{free_addr, wait_until, Agent};
 use ferry_tests::scenario::{Admin, World, STEP, SYNC_JOBS};
 
 const CONNECTOR: &str = "shop";
@@ -42,7 +39,7 @@ fn unix_now() -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replication_lag_metrics_appear_move_and_go() {
-    let world = logical_world().expect("PostgreSQL (wal_level=logical), osmem, PKI");
+    let world = World::start_logical().expect("PostgreSQL (wal_level=logical), osmem, PKI");
     world.load_items(CONNECTOR, 20).await.expect("load rows");
     let cp = world.start_control_plane().expect("control plane");
     let admin = Admin::new(&world.grpc, cp.admin_addr());
@@ -125,18 +122,6 @@ async fn replication_lag_metrics_appear_move_and_go() {
     if let Err(e) = result {
         panic!("{e:?}");
     }
-}
-
-/// [`World::start`] on a cluster that can do logical replication.
-fn logical_world() -> anyhow::Result<World> {
-    let grpc = Grpcurl::find()?;
-    let pg = PgCluster::start_logical()?;
-    let es = Osmem::start()?;
-    let pki = TestPki::new()?;
-    let ca = pki.write_ca()?;
-    let server = pki.write_server_cert()?;
-    let server_tls = ServerTls { cert: server.cert, key: server.key, client_ca: ca.clone() };
-    Ok(World { pg, es, pki, grpc, ca, server_tls })
 }
 
 /// Unix seconds of an RFC 3339 UTC time `YYYY-MM-DDTHH:MM:SS[.f]Z`.
