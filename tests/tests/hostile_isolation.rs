@@ -3,7 +3,13 @@
 //! against the real control plane and osmem:
 //! - a stalled agent (stops reading its stream while holding a job) delays
 //!   neither another tenant's dispatch nor `CancelSyncJob` (each < 2 s), and
-//!   its session is closed and its job handed back after the send deadline.
+//!   its session is closed and its job handed back after the send deadline;
+//! - an agent refused for a connector (it offers it as another service_type)
+//!   never receives its jobs nor its configuration;
+//! - an agent serving another connector cannot validate or activate a
+//!   connector's draft sync rules (`FilteringResult`);
+//! - an agent re-registering a schema with `sensitive: false` does not
+//!   un-redact a stored secret in `GetConnector`/`ListConnectors`.
 
 use std::time::{Duration, Instant};
 
@@ -156,6 +162,11 @@ async fn answer_ok(agent: &RawAgent, v: &proto::ValidateConfiguration) -> anyhow
 
 /// Registers, configures and connects `connector` through `agent`.
 async fn connect_connector(admin: &Admin, agent: &mut RawAgent, connector: &str) -> anyhow::Result<()> {
+    connect_with(admin, agent, connector, json!({"anything": "x"})).await
+}
+
+/// [`connect_connector`] with these configuration values.
+async fn connect_with(admin: &Admin, agent: &mut RawAgent, connector: &str, values: Value) -> anyhow::Result<()> {
     wait_until("the agent to register the connector", Duration::from_secs(30), || async {
         let c = admin.connector(connector).await?;
         Ok((c["status"] != "CONNECTOR_STATUS_CREATED").then_some(()))
@@ -164,7 +175,7 @@ async fn connect_connector(admin: &Admin, agent: &mut RawAgent, connector: &str)
     admin
         .call(
             &format!("{CONNECTORS}/UpdateConfiguration"),
-            json!({"connector_id": connector, "values": {"anything": "x"}}),
+            json!({"connector_id": connector, "values": values}),
         )
         .await?;
     // Answer every check (a check of values that changed since is stale
@@ -302,6 +313,237 @@ async fn a_stalled_agent_delays_no_other_tenant() {
         .await?;
         let sent = sender.await?;
         eprintln!("the stalled agent got {sent} batches in before its session ended");
+        if !cp.service.is_running() {
+            bail!("the control plane died");
+        }
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    if let Err(e) = result {
+        panic!("{e:?}");
+    }
+}
+
+/// A schema with a secret and a plain field.
+fn secret_offer(connector: &str, service_type: &str, sensitive: bool, label: &str) -> proto::ServedConnector {
+    proto::ServedConnector {
+        connector_id: connector.into(),
+        service_type: service_type.into(),
+        configuration_schema: [
+            ("anything".to_string(), field("Anything", false)),
+            ("password".to_string(), field(label, sensitive)),
+        ]
+        .into(),
+        capabilities: None,
+    }
+}
+
+async fn wait_gone(admin: &Admin, cn: &str) -> anyhow::Result<()> {
+    wait_until(&format!("{cn} to leave ListAgents"), Duration::from_secs(30), || async {
+        Ok((!agents_listed(admin).await?.to_string().contains(cn)).then_some(()))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_agent_gets_neither_jobs_nor_configuration() {
+    const SECRET: &str = "s3cret-pw-for-postgresql";
+    let world = World::start().expect("PostgreSQL, osmem, PKI");
+    let mut cp = world.start_control_plane().expect("control plane");
+    let admin = Admin::new(&world.grpc, cp.admin_addr());
+    let result = async {
+        // An unbound postgresql connector, configured through its real agent.
+        admin.put_connector("pgconn", "pgconn").await?;
+        let mut real = RawAgent::connect(
+            &world,
+            &cp,
+            "agent-pg",
+            hello(vec![secret_offer("pgconn", "postgresql", true, "Password")]),
+            None,
+        )
+        .await?;
+        connect_with(&admin, &mut real, "pgconn", json!({"anything": "x", "password": SECRET})).await?;
+        drop(real);
+        wait_gone(&admin, "agent-pg").await?;
+
+        // Another agent offers it as mysql: refused, and then a job comes.
+        let mut evil = RawAgent::connect(
+            &world,
+            &cp,
+            "agent-mysql",
+            hello(vec![secret_offer("pgconn", "mysql", true, "Password")]),
+            None,
+        )
+        .await?;
+        let job = admin.create_job("pgconn").await?;
+        let mut seen = Vec::new();
+        let until = Instant::now() + Duration::from_secs(8);
+        while Instant::now() < until {
+            match tokio::time::timeout(Duration::from_millis(500), evil.inbound.message()).await {
+                Ok(Ok(Some(m))) => seen.extend(m.message),
+                Ok(Ok(None)) => break,
+                Ok(Err(e)) => bail!("stream error: {e}"),
+                Err(_) => {}
+            }
+        }
+        eprintln!("the refused agent received: {seen:?}");
+        ensure!(
+            seen.iter().any(|m| matches!(m, In::ConnectorRefused(r) if r.connector_id == "pgconn")),
+            "no ConnectorRefused: {seen:?}"
+        );
+        ensure!(!seen.iter().any(|m| matches!(m, In::AssignJob(_))), "a refused agent was assigned a job");
+        ensure!(
+            !seen.iter().any(|m| matches!(m, In::ValidateConfiguration(_) | In::ValidateFiltering(_))),
+            "a refused agent was sent the configuration: {seen:?}"
+        );
+        ensure!(!format!("{seen:?}").contains(SECRET), "the secret reached the refused agent");
+        ensure!(job_status(&admin, &job).await? == "SYNC_STATUS_PENDING", "job left pending");
+
+        // The real agent comes back and gets the job (with the secret).
+        let mut real = RawAgent::connect(
+            &world,
+            &cp,
+            "agent-pg",
+            hello(vec![secret_offer("pgconn", "postgresql", true, "Password")]),
+            None,
+        )
+        .await?;
+        let a = tokio::time::timeout(Duration::from_secs(30), real.assignment()).await.context("no job")??;
+        ensure!(a.job_id == job, "{a:?}");
+        ensure!(format!("{:?}", a.configuration).contains(SECRET), "the real agent got no password");
+        drop(evil);
+        if !cp.service.is_running() {
+            bail!("the control plane died");
+        }
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    if let Err(e) = result {
+        panic!("{e:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_filtering_result_changes_nothing() {
+    let world = World::start().expect("PostgreSQL, osmem, PKI");
+    let mut cp = world.start_control_plane().expect("control plane");
+    let admin = Admin::new(&world.grpc, cp.admin_addr());
+    let result = async {
+        admin.put_connector("victim", "victim").await?;
+        admin.put_connector("mine", "mine").await?;
+        let mut owner =
+            RawAgent::connect(&world, &cp, "agent-owner", hello(vec![offer("victim", "postgresql")]), None).await?;
+        let mut other =
+            RawAgent::connect(&world, &cp, "agent-other", hello(vec![offer("mine", "postgresql")]), None).await?;
+        connect_connector(&admin, &mut owner, "victim").await?;
+        connect_connector(&admin, &mut other, "mine").await?;
+        admin
+            .call(
+                &format!("{CONNECTORS}/UpdateFiltering"),
+                json!({"connector_id": "victim", "rules": [{"policy": "exclude", "field": "price", "rule": "<", "value": "10"}]}),
+            )
+            .await?;
+        let check = tokio::time::timeout(
+            Duration::from_secs(30),
+            owner.serve_until(|m| match m {
+                In::ValidateFiltering(v) => Some(v.clone()),
+                _ => None,
+            }),
+        )
+        .await
+        .context("no ValidateFiltering for the owner")??;
+        // The other agent answers the owner's question (it knows the rules,
+        // so it can compute the revision): valid, no errors.
+        other
+            .send(Out::FilteringResult(proto::FilteringResult {
+                connector_id: "victim".into(),
+                revision: check.revision.clone(),
+                errors: vec![],
+            }))
+            .await?;
+        // And a configuration check of the victim, failed.
+        other
+            .send(Out::ValidationResult(proto::ValidationResult {
+                connector_id: "victim".into(),
+                revision: "whatever".into(),
+                ok: false,
+                error: "hijacked".into(),
+            }))
+            .await?;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let c = admin.connector("victim").await?;
+        let f = &c["filtering"][0];
+        ensure!(f["draft"]["validation"]["state"] == "edited", "a foreign answer validated the draft: {f}");
+        ensure!(f["active"]["rules"].as_array().map(|a| a.len()) == Some(1), "a foreign answer activated rules: {f}");
+        ensure!(c["status"] == "CONNECTOR_STATUS_CONNECTED", "a foreign check changed the status: {c}");
+
+        // The owner's own answer is taken.
+        owner
+            .send(Out::FilteringResult(proto::FilteringResult {
+                connector_id: "victim".into(),
+                revision: check.revision,
+                errors: vec![],
+            }))
+            .await?;
+        wait_until("the owner's answer to activate the rules", Duration::from_secs(15), || async {
+            let c = admin.connector("victim").await?;
+            let f = &c["filtering"][0];
+            Ok((f["draft"]["validation"]["state"] == "valid"
+                && f["active"]["rules"].as_array().map(|a| a.len()) == Some(2))
+            .then_some(()))
+        })
+        .await?;
+        if !cp.service.is_running() {
+            bail!("the control plane died");
+        }
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    if let Err(e) = result {
+        panic!("{e:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_cannot_lower_the_sensitivity_of_a_stored_secret() {
+    const SECRET: &str = "s3cret-pw-kept-redacted";
+    let world = World::start().expect("PostgreSQL, osmem, PKI");
+    let mut cp = world.start_control_plane().expect("control plane");
+    let admin = Admin::new(&world.grpc, cp.admin_addr());
+    let result = async {
+        admin.put_connector("sens", "sens").await?;
+        let mut agent = RawAgent::connect(
+            &world,
+            &cp,
+            "agent-sens",
+            hello(vec![secret_offer("sens", "postgresql", true, "Password")]),
+            None,
+        )
+        .await?;
+        connect_with(&admin, &mut agent, "sens", json!({"anything": "x", "password": SECRET})).await?;
+        ensure!(!admin.connector("sens").await?.to_string().contains(SECRET), "redacted before");
+        drop(agent);
+        wait_gone(&admin, "agent-sens").await?;
+        // The same (allowed) agent re-registers the field as not sensitive.
+        let _agent = RawAgent::connect(
+            &world,
+            &cp,
+            "agent-sens",
+            hello(vec![secret_offer("sens", "postgresql", false, "Password (lowered)")]),
+            None,
+        )
+        .await?;
+        wait_until("the new schema to be merged", Duration::from_secs(30), || async {
+            let c = admin.connector("sens").await?;
+            Ok(c.to_string().contains("Password (lowered)").then_some(c))
+        })
+        .await?;
+        let c = admin.connector("sens").await?;
+        ensure!(!c.to_string().contains(SECRET), "GetConnector shows the secret: {c}");
+        ensure!(c["configuration"]["password"]["sensitive"] == true, "sensitivity lowered: {c}");
+        let l = admin.call(&format!("{CONNECTORS}/ListConnectors"), json!({})).await?;
+        ensure!(l.to_string().contains("sens"), "ListConnectors: {l}");
+        ensure!(!l.to_string().contains(SECRET), "ListConnectors shows the secret");
         if !cp.service.is_running() {
             bail!("the control plane died");
         }

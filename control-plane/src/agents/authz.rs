@@ -17,6 +17,16 @@
 //!   open to every agent. With `agents.require_binding: true` an unbound
 //!   connector is served by nobody (deny by default) for deployments whose
 //!   client CA is shared with other teams.
+//!
+//! The same rules, plus the offer's service_type, are applied wherever a
+//! session is handed something about a connector
+//! (`AgentSession::may_serve`): the dispatcher's choice of agent, and the
+//! agent's answers (`ValidationResult`, `FilteringResult`, which also must
+//! answer a check this session was sent). A refused agent never receives a
+//! connector's jobs or configuration, and cannot change its status or rules.
+//!
+//! Sensitivity (`configuration.<key>.sensitive`) can only be raised by an
+//! agent's schema, never lowered for a field that holds a value.
 
 use crate::model::connector::RefusedAgent;
 use crate::model::{now, ConnectorDoc};
@@ -65,6 +75,18 @@ pub fn verdict(connector: &ConnectorDoc, agent_id: &str, require_binding: bool) 
              with ConnectorService/UpdateAllowedAgents",
             allowed.join(", ")
         ))
+    }
+}
+
+/// Why an agent offering the connector as `offered_service_type` may not
+/// serve it although its identity may: the connector is of another kind.
+/// (A connector without a service_type takes the first agent's.)
+pub fn service_type_refusal(connector: &ConnectorDoc, agent_id: &str, offered_service_type: &str) -> Option<String> {
+    match &connector.service_type {
+        Some(st) if st != offered_service_type => Some(format!(
+            "the connector's service_type is {st:?} but agent {agent_id:?} serves {offered_service_type:?}"
+        )),
+        _ => None,
     }
 }
 

@@ -80,12 +80,30 @@ pub async fn check_draft(
     session.send(Out::ValidateFiltering(msg));
 }
 
-/// Records the agent's answer; activates a valid draft.
+/// Records the agent's answer; activates a valid draft. Only an answer to
+/// a question this session was asked counts (it serves the connector, may
+/// serve it, and was sent this draft revision): an agent serving another
+/// connector cannot validate or activate someone else's rules.
 pub async fn on_result(app: Arc<App>, session: Arc<AgentSession>, r: proto::FilteringResult) {
+    let asked = session.serves(&r.connector_id)
+        && session
+            .state
+            .lock()
+            .expect("state lock")
+            .filtering_checks
+            .get(&r.connector_id)
+            .is_some_and(|(rev, _)| *rev == r.revision);
+    if !asked {
+        tracing::warn!(connector_id = %r.connector_id, agent_id = %session.agent_id, "ignoring a sync rules check this session was not asked for");
+        return;
+    }
     let res: Result<_> = app
         .stores
         .connectors
         .update(&r.connector_id, |c| {
+            if !session.may_serve(&r.connector_id, c, app.require_binding) {
+                return Ok(Change::Keep(None));
+            }
             let Some(domain) = default_domain_mut(&mut c.filtering) else { return Ok(Change::Keep(None)) };
             // An answer about a draft that changed since is stale.
             if domain.get("draft").map(revision).as_deref() != Some(r.revision.as_str()) {

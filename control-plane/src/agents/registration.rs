@@ -66,20 +66,20 @@ async fn reconcile(app: &App, session: &AgentSession, offer: &Offer) -> Result<(
                 return Ok(if news { Change::Write(out) } else { Change::Keep(out) });
             }
             let unbound = verdict == Verdict::Unbound;
-            if let Some(st) = &c.service_type {
-                if st != &offer.service_type {
-                    return Ok(Change::Keep(Some(Err(format!(
-                        "the connector's service_type is {st:?} but agent {:?} serves {:?}",
-                        session.agent_id, offer.service_type
-                    )))));
-                }
+            if let Some(reason) = authz::service_type_refusal(c, &session.agent_id, &offer.service_type) {
+                return Ok(Change::Keep(Some(Err(reason))));
             }
             let before = c.clone();
             for (key, schema) in &offer.schema {
                 let entry = c.configuration.entry(key.clone()).or_default();
                 let value = std::mem::take(&mut entry.value);
                 let extra = std::mem::take(&mut entry.extra);
+                // An agent may raise sensitivity, never lower it for a field
+                // that holds a value: that would let any agent serving the
+                // connector publish the secret through GetConnector.
+                let keep_secret = entry.sensitive && !crate::model::connector::is_empty_value(&value);
                 *entry = schema.clone();
+                entry.sensitive |= keep_secret;
                 entry.value = value;
                 entry.extra = extra;
             }
@@ -212,8 +212,12 @@ pub async fn on_validation_result(app: Arc<App>, session: Arc<AgentSession>, r: 
         .stores
         .connectors
         .update(&r.connector_id, |c| {
-            // An answer about values that changed since is stale.
-            if c.config_revision() != r.revision || c.deleted {
+            // An answer about values that changed since is stale; one from
+            // an agent that may no longer serve the connector does not count.
+            if c.config_revision() != r.revision
+                || c.deleted
+                || !session.may_serve(&r.connector_id, c, app.require_binding)
+            {
                 return Ok(Change::Keep(()));
             }
             if r.ok {

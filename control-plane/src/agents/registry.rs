@@ -87,6 +87,18 @@ impl AgentSession {
         self.offers.iter().any(|o| o.connector_id == connector_id)
     }
 
+    /// May this session run the connector's jobs and receive its
+    /// configuration? Every refusal rule of registration applies: the
+    /// binding (`authz::verdict`), the service_type of the offer, and a
+    /// refusal this session was told about and not lifted since.
+    pub fn may_serve(&self, connector_id: &str, connector: &crate::model::ConnectorDoc, require_binding: bool) -> bool {
+        let Some(offer) = self.offers.iter().find(|o| o.connector_id == connector_id) else { return false };
+        !connector.deleted
+            && super::authz::verdict(connector, &self.agent_id, require_binding).may_serve()
+            && super::authz::service_type_refusal(connector, &self.agent_id, &offer.service_type).is_none()
+            && !self.state.lock().expect("state lock").refused.contains(connector_id)
+    }
+
     pub fn running_jobs(&self) -> usize {
         self.jobs.lock().expect("jobs lock").len()
     }

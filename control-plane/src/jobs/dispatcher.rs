@@ -80,10 +80,14 @@ async fn dispatch_once(app: &App) -> Result<()> {
             connectors.insert(connector_id.clone(), doc);
         }
         let Some(Some(connector)) = connectors.get(&connector_id) else { continue };
-        // Only agents allowed to serve the connector get its jobs.
-        let Some(session) = app.registry.serving(&connector_id).into_iter().find(|s| {
-            s.has_capacity() && authz::verdict(connector, &s.agent_id, app.require_binding).may_serve()
-        }) else {
+        // Only agents allowed to serve the connector get its jobs (the same
+        // rules as registration: binding, service_type, refusals).
+        let Some(session) = app
+            .registry
+            .serving(&connector_id)
+            .into_iter()
+            .find(|s| s.has_capacity() && s.may_serve(&connector_id, connector, app.require_binding))
+        else {
             if fleet.is_none() {
                 fleet = Some(crate::admin::fleet::fleet(app).await?);
             }
