@@ -166,7 +166,12 @@ async fn connect_connector(admin: &Admin, agent: &mut RawAgent, connector: &str)
 }
 
 /// [`connect_connector`] with these configuration values.
-async fn connect_with(admin: &Admin, agent: &mut RawAgent, connector: &str, values: Value) -> anyhow::Result<()> {
+async fn connect_with(
+    admin: &Admin,
+    agent: &mut RawAgent,
+    connector: &str,
+    values: Value,
+) -> anyhow::Result<()> {
     wait_until("the agent to register the connector", Duration::from_secs(30), || async {
         let c = admin.connector(connector).await?;
         Ok((c["status"] != "CONNECTOR_STATUS_CREATED").then_some(()))
@@ -408,7 +413,8 @@ async fn a_refused_agent_gets_neither_jobs_nor_configuration() {
             None,
         )
         .await?;
-        let a = tokio::time::timeout(Duration::from_secs(30), real.assignment()).await.context("no job")??;
+        let a =
+            tokio::time::timeout(Duration::from_secs(30), real.assignment()).await.context("no job")??;
         ensure!(a.job_id == job, "{a:?}");
         ensure!(format!("{:?}", a.configuration).contains(SECRET), "the real agent got no password");
         drop(evil);

@@ -81,7 +81,11 @@ pub fn verdict(connector: &ConnectorDoc, agent_id: &str, require_binding: bool) 
 /// Why an agent offering the connector as `offered_service_type` may not
 /// serve it although its identity may: the connector is of another kind.
 /// (A connector without a service_type takes the first agent's.)
-pub fn service_type_refusal(connector: &ConnectorDoc, agent_id: &str, offered_service_type: &str) -> Option<String> {
+pub fn service_type_refusal(
+    connector: &ConnectorDoc,
+    agent_id: &str,
+    offered_service_type: &str,
+) -> Option<String> {
     match &connector.service_type {
         Some(st) if st != offered_service_type => Some(format!(
             "the connector's service_type is {st:?} but agent {agent_id:?} serves {offered_service_type:?}"

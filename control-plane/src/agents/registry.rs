@@ -91,7 +91,12 @@ impl AgentSession {
     /// configuration? Every refusal rule of registration applies: the
     /// binding (`authz::verdict`), the service_type of the offer, and a
     /// refusal this session was told about and not lifted since.
-    pub fn may_serve(&self, connector_id: &str, connector: &crate::model::ConnectorDoc, require_binding: bool) -> bool {
+    pub fn may_serve(
+        &self,
+        connector_id: &str,
+        connector: &crate::model::ConnectorDoc,
+        require_binding: bool,
+    ) -> bool {
         let Some(offer) = self.offers.iter().find(|o| o.connector_id == connector_id) else { return false };
         !connector.deleted
             && super::authz::verdict(connector, &self.agent_id, require_binding).may_serve()
