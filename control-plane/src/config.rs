@@ -86,6 +86,10 @@ pub struct RawServerTls {
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
     pub client_ca: Option<PathBuf>,
+    /// Admin only: the certificate CNs allowed to call the admin API (exact
+    /// match). Required when `admin.tls.client_ca` shares a certificate with
+    /// `agents.tls.client_ca`.
+    pub allowed_identities: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -161,6 +165,9 @@ pub struct ServerTls {
     pub key: PathBuf,
     /// When set, clients must present a certificate signed by this CA.
     pub client_ca: Option<PathBuf>,
+    /// Non-empty: only client certificates with one of these CNs are served
+    /// (admin only; see `admin::identity`).
+    pub allowed_identities: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -172,12 +179,57 @@ pub struct JobSettings {
     pub poll_interval: Duration,
 }
 
-/// Loads the file at `path`, applies `env`, validates.
+/// Loads the file at `path`, applies `env`, validates, then checks what
+/// needs the files ([`check_trust_roots`]).
 pub fn load(path: Option<&Path>, env: &BTreeMap<String, String>) -> Result<Config, String> {
     let mut doc = ferry_sdk::settings::read_yaml_file(path)?;
     ferry_sdk::settings::overlay_env(&mut doc, env, &[]);
     let raw: RawConfig = serde_json::from_value(doc).map_err(|e| format!("invalid configuration: {e}"))?;
-    raw.validate().map_err(|errs| format!("invalid configuration:\n  - {}", errs.join("\n  - ")))
+    let config =
+        raw.validate().map_err(|errs| format!("invalid configuration:\n  - {}", errs.join("\n  - ")))?;
+    check_trust_roots(&config).map_err(|e| format!("invalid configuration:\n  - {e}"))?;
+    Ok(config)
+}
+
+const SHARED_CA: &str = "admin.tls.client_ca trusts the CA that signs agent certificates (agents.tls.client_ca): \
+     every agent's certificate would be an admin credential. Give operators their own CA \
+     (admin.tls.client_ca: operators-ca.pem), or keep the shared CA and list the operators' certificate \
+     CNs in admin.tls.allowed_identities";
+
+/// Refuses an admin API that trusts the agents' CA without an identity
+/// allow-list: same file, or a certificate in both PEM bundles. Files that
+/// cannot be read are left to the server start, which names them.
+pub fn check_trust_roots(config: &Config) -> Result<(), String> {
+    let Some(admin) = &config.admin_tls else { return Ok(()) };
+    let (Some(admin_ca), Some(agents_ca)) = (&admin.client_ca, &config.agents_tls.client_ca) else {
+        return Ok(());
+    };
+    if !admin.allowed_identities.is_empty() {
+        return Ok(());
+    }
+    if shares_a_certificate(admin_ca, agents_ca) {
+        return Err(SHARED_CA.to_owned());
+    }
+    Ok(())
+}
+
+/// Whether two CA files are one, or their PEM bundles hold a common
+/// certificate.
+fn shares_a_certificate(a: &Path, b: &Path) -> bool {
+    if a == b {
+        return true;
+    }
+    if let (Ok(ca), Ok(cb)) = (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        if ca == cb {
+            return true;
+        }
+    }
+    let certs = |p: &Path| -> Vec<Vec<u8>> {
+        let Ok(pem) = std::fs::read(p) else { return vec![] };
+        rustls_pemfile::certs(&mut pem.as_slice()).filter_map(|c| c.ok()).map(|c| c.as_ref().to_vec()).collect()
+    };
+    let other = certs(b);
+    certs(a).iter().any(|c| other.contains(c))
 }
 
 fn parse_addr(key: &str, v: &Option<String>, default: &str, errs: &mut Vec<String>) -> SocketAddr {
@@ -191,7 +243,12 @@ fn parse_addr(key: &str, v: &Option<String>, default: &str, errs: &mut Vec<Strin
 fn server_tls(key: &str, raw: &RawServerTls, errs: &mut Vec<String>) -> Option<ServerTls> {
     match (&raw.cert, &raw.key) {
         (Some(cert), Some(key_path)) => {
-            Some(ServerTls { cert: cert.clone(), key: key_path.clone(), client_ca: raw.client_ca.clone() })
+            Some(ServerTls {
+                cert: cert.clone(),
+                key: key_path.clone(),
+                client_ca: raw.client_ca.clone(),
+                allowed_identities: raw.allowed_identities.clone().unwrap_or_default(),
+            })
         }
         _ => {
             errs.push(format!("{key}: both cert and key are required (PEM files)"));
@@ -248,6 +305,34 @@ impl RawConfig {
         };
         let admin_listen = parse_addr("admin.listen", &self.admin.listen, "127.0.0.1:50052", &mut errs);
         let admin_tls = self.admin.tls.as_ref().and_then(|t| server_tls("admin.tls", t, &mut errs));
+        if self.agents.tls.as_ref().is_some_and(|t| t.allowed_identities.is_some()) {
+            errs.push(
+                "agents.tls.allowed_identities is not a setting: an agent's access is set per connector \
+                 (allowed_agents) and agents.require_binding"
+                    .into(),
+            );
+        }
+        if let Some(t) = &admin_tls {
+            if !t.allowed_identities.is_empty() && t.client_ca.is_none() {
+                errs.push(
+                    "admin.tls.allowed_identities needs admin.tls.client_ca: identities are the CNs of client \
+                     certificates signed by it"
+                        .into(),
+                );
+            }
+            for (i, id) in t.allowed_identities.iter().enumerate() {
+                if id.is_empty() || id.trim() != id {
+                    errs.push(format!(
+                        "admin.tls.allowed_identities[{i}] {id:?}: write the certificate's CN exactly, without spaces around it"
+                    ));
+                }
+            }
+            if t.client_ca.is_some() && t.client_ca == self.agents.tls.as_ref().and_then(|a| a.client_ca.clone())
+                && t.allowed_identities.is_empty()
+            {
+                errs.push(SHARED_CA.into());
+            }
+        }
         if admin_tls.is_none() && !admin_listen.ip().is_loopback() {
             errs.push(format!(
                 "admin.listen is {admin_listen}, not a loopback address, and admin.tls is not set: the admin API \
@@ -411,5 +496,62 @@ mod tests {
         assert!(named.iter().any(|(_, k)| k == "host"), "the scan found nothing: {named:?}");
         let wrong: Vec<_> = named.iter().filter(|(_, k)| !accepted.contains(&k.as_str())).collect();
         assert!(wrong.is_empty(), "keys that do not exist (accepted: {accepted:?}): {wrong:?}");
+    }
+
+    fn with_admin_ca(agents_ca: &str, admin_ca: &str, extra: &[(&str, &str)]) -> Result<Config, String> {
+        let mut pairs = vec![
+            ("FERRY_ELASTICSEARCH__HOST", "http://127.0.0.1:9200"),
+            ("FERRY_AGENTS__TLS__CERT", "s.pem"),
+            ("FERRY_AGENTS__TLS__KEY", "s-key.pem"),
+            ("FERRY_AGENTS__TLS__CLIENT_CA", agents_ca),
+            ("FERRY_ADMIN__LISTEN", "0.0.0.0:50052"),
+            ("FERRY_ADMIN__TLS__CERT", "s.pem"),
+            ("FERRY_ADMIN__TLS__KEY", "s-key.pem"),
+            ("FERRY_ADMIN__TLS__CLIENT_CA", admin_ca),
+        ];
+        pairs.extend_from_slice(extra);
+        load(None, &env(&pairs))
+    }
+
+    fn ca_pem(name: &str) -> String {
+        let mut p = rcgen::CertificateParams::new(vec![]).unwrap();
+        p.distinguished_name.push(rcgen::DnType::CommonName, name);
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap().pem()
+    }
+
+    #[test]
+    fn an_admin_api_trusting_the_agents_ca_needs_an_identity_allow_list() {
+        // The same file.
+        let err = with_admin_ca("ca.pem", "ca.pem", &[]).unwrap_err();
+        assert!(err.contains("every agent's certificate would be an admin credential"), "{err}");
+        assert!(err.contains("admin.tls.allowed_identities"), "{err}");
+        // Two files, one certificate (a copy, or a bundle holding it).
+        let dir = tempfile::tempdir().unwrap();
+        let (agents, operators) = (ca_pem("agents CA"), ca_pem("operators CA"));
+        let write = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p.display().to_string()
+        };
+        let agents_ca = write("agents-ca.pem", &agents);
+        let copy = write("copy.pem", &agents);
+        let bundle = write("bundle.pem", &format!("{operators}{agents}"));
+        let operators_ca = write("operators-ca.pem", &operators);
+        for admin_ca in [&copy, &bundle] {
+            let err = with_admin_ca(&agents_ca, admin_ca, &[]).unwrap_err();
+            assert!(err.contains("admin.tls.client_ca trusts the CA that signs agent certificates"), "{err}");
+        }
+        // Its own CA: fine.
+        with_admin_ca(&agents_ca, &operators_ca, &[]).unwrap();
+        // The shared CA with an allow-list: fine, and the list is kept.
+        let c = with_admin_ca(&agents_ca, &copy, &[("FERRY_ADMIN__TLS__ALLOWED_IDENTITIES__0", "operator-1")]).unwrap();
+        assert_eq!(c.admin_tls.unwrap().allowed_identities, vec!["operator-1".to_owned()]);
+        // Identities are compared exactly: no padded entries; agents have no list.
+        let err = with_admin_ca(&agents_ca, &copy, &[("FERRY_ADMIN__TLS__ALLOWED_IDENTITIES__0", " op ")]).unwrap_err();
+        assert!(err.contains("allowed_identities[0]"), "{err}");
+        let err = with_admin_ca(&agents_ca, &operators_ca, &[("FERRY_AGENTS__TLS__ALLOWED_IDENTITIES__0", "a")])
+            .unwrap_err();
+        assert!(err.contains("agents.tls.allowed_identities is not a setting"), "{err}");
     }
 }

@@ -165,6 +165,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         .build_v1alpha()
         .map_err(|e| ServerError::Store(crate::error::Error::Internal(format!("reflection: {e}"))))?;
     let mut admin_builder = Server::builder();
+    // Health and reflection stay open to any certificate from the admin CA:
+    // they reveal nothing a client of the proto would not know.
+    let admin_identities = crate::admin::identity::AdminIdentities::new(
+        config.admin_tls.as_ref().map(|t| t.allowed_identities.as_slice()).unwrap_or_default(),
+    );
     if let Some(t) = &config.admin_tls {
         admin_builder = admin_builder
             .tls_config(tls_config(t)?)
@@ -174,13 +179,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(proto::connector_service_server::ConnectorServiceServer::new(Connectors::new(
-            app.clone(),
-        )))
-        .add_service(proto::sync_job_service_server::SyncJobServiceServer::new(SyncJobs::new(app.clone())))
-        .add_service(proto::fleet_service_server::FleetServiceServer::new(crate::admin::fleet::Fleet::new(
-            app.clone(),
-        )))
+        .add_service(proto::connector_service_server::ConnectorServiceServer::with_interceptor(
+            Connectors::new(app.clone()),
+            admin_identities.clone(),
+        ))
+        .add_service(proto::sync_job_service_server::SyncJobServiceServer::with_interceptor(
+            SyncJobs::new(app.clone()),
+            admin_identities.clone(),
+        ))
+        .add_service(proto::fleet_service_server::FleetServiceServer::with_interceptor(
+            crate::admin::fleet::Fleet::new(app.clone()),
+            admin_identities,
+        ))
         // Listed by reflection here but served on the agents listener: say so.
         .add_service(proto::agent_service_server::AgentServiceServer::new(
             crate::admin::elsewhere::ServedElsewhere::new(config.agents_listen),

@@ -4,6 +4,10 @@
 //!   configuration key: both binaries start with `FERRY_LOG=debug`, the
 //!   agent registers, and the level takes effect (DEBUG lines with `debug`,
 //!   no INFO lines with `warn`).
+//! - An admin API whose `client_ca` is the agents' CA is refused at start
+//!   (exit 2, a message naming `admin.tls.allowed_identities`) unless it has
+//!   an identity allow-list; with one, an operator's certificate is served
+//!   and an agent's certificate (same CA) gets `PermissionDenied`.
 
 use std::time::Duration;
 
@@ -13,7 +17,8 @@ use serde_json::json;
 use ferry_tests::certs::TestPki;
 use ferry_tests::osmem::Osmem;
 use ferry_tests::process::{
-    wait_until, Agent, AgentConfig, ClientTls, ControlPlane, ControlPlaneConfig, Grpcurl, ServerTls,
+    wait_until, workspace_bin, Agent, AgentConfig, ClientTls, ControlPlane, ControlPlaneConfig, Grpcurl,
+    ServerTls, Service,
 };
 
 const CONNECTORS: &str = "ferry.v1.ConnectorService";
@@ -88,4 +93,70 @@ async fn ferry_log_sets_the_log_level_of_both_binaries() {
             assert!(has_level(&cp_logs, "INFO") && has_level(&agent_logs, "INFO"));
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_api_trusting_the_agents_ca_is_refused_without_an_allow_list() {
+    let es = Osmem::start().expect("start osmem-server");
+    let pki = TestPki::new().unwrap();
+    let server = pki.write_server_cert().unwrap();
+    let ca = pki.write_ca().unwrap();
+    let tls = ServerTls { cert: server.cert.clone(), key: server.key.clone(), client_ca: ca.clone() };
+    let path = |p: &std::path::Path| p.display().to_string();
+    let admin_tls = vec![
+        ("FERRY_ADMIN__TLS__CERT".to_owned(), path(&server.cert)),
+        ("FERRY_ADMIN__TLS__KEY".to_owned(), path(&server.key)),
+        ("FERRY_ADMIN__TLS__CLIENT_CA".to_owned(), path(&ca)),
+    ];
+
+    // 1. The agents' CA, no allow-list: refused at start.
+    let mut config = ControlPlaneConfig::new(es.url(), tls.clone()).unwrap();
+    config.env = admin_tls.clone();
+    let mut refused = Service::spawn(&workspace_bin("ferry-control-plane").unwrap(), &config.to_yaml(), &config.env)
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = refused.try_exit_status() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "the control plane kept running:\n{}", refused.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let logs = refused.logs();
+    assert_eq!(status.code(), Some(2), "{logs}");
+    assert!(
+        logs.contains("admin.tls.client_ca trusts the CA that signs agent certificates")
+            && logs.contains("admin.tls.allowed_identities"),
+        "{logs}"
+    );
+
+    // 2. With an allow-list: the operator is served, an agent is not.
+    let mut config = ControlPlaneConfig::new(es.url(), tls).unwrap();
+    config.env = admin_tls;
+    config.env.push(("FERRY_ADMIN__TLS__ALLOWED_IDENTITIES__0".into(), "operator-1".into()));
+    let cp = ControlPlane::start(config).expect("the control plane starts with an allow-list");
+    let grpc = Grpcurl::find().unwrap();
+    let call = |cn: &'static str| {
+        let cert = pki.write_client_cert(cn).unwrap();
+        let (bin, addr, ca) = (grpc.bin().to_owned(), cp.admin_addr(), ca.clone());
+        async move {
+            tokio::process::Command::new(bin)
+                .args(["-max-time", "30", "-cacert"])
+                .arg(&ca)
+                .arg("-cert")
+                .arg(&cert.cert)
+                .arg("-key")
+                .arg(&cert.key)
+                .args(["-d", "{}", &addr, &format!("{CONNECTORS}/ListConnectors")])
+                .output()
+                .await
+                .unwrap()
+        }
+    };
+    let operator = call("operator-1").await;
+    assert!(operator.status.success(), "operator refused: {}\n{}", String::from_utf8_lossy(&operator.stderr), cp.logs());
+    let agent = call("agent-1").await;
+    let stderr = String::from_utf8_lossy(&agent.stderr);
+    assert!(!agent.status.success(), "an agent certificate listed connectors");
+    assert!(stderr.contains("PermissionDenied") && stderr.contains("allowed_identities"), "{stderr}");
 }

@@ -6,6 +6,7 @@ pub mod connectors;
 pub mod convert;
 pub mod elsewhere;
 pub mod fleet;
+pub mod identity;
 pub mod settings;
 pub mod sync_jobs;
 pub mod validate;
