@@ -191,7 +191,8 @@ pub fn load(path: Option<&Path>, env: &BTreeMap<String, String>) -> Result<Confi
     Ok(config)
 }
 
-const SHARED_CA: &str = "admin.tls.client_ca trusts the CA that signs agent certificates (agents.tls.client_ca): \
+const SHARED_CA: &str =
+    "admin.tls.client_ca trusts the CA that signs agent certificates (agents.tls.client_ca): \
      every agent's certificate would be an admin credential. Give operators their own CA \
      (admin.tls.client_ca: operators-ca.pem), or keep the shared CA and list the operators' certificate \
      CNs in admin.tls.allowed_identities";
@@ -226,7 +227,10 @@ fn shares_a_certificate(a: &Path, b: &Path) -> bool {
     }
     let certs = |p: &Path| -> Vec<Vec<u8>> {
         let Ok(pem) = std::fs::read(p) else { return vec![] };
-        rustls_pemfile::certs(&mut pem.as_slice()).filter_map(|c| c.ok()).map(|c| c.as_ref().to_vec()).collect()
+        rustls_pemfile::certs(&mut pem.as_slice())
+            .filter_map(|c| c.ok())
+            .map(|c| c.as_ref().to_vec())
+            .collect()
     };
     let other = certs(b);
     certs(a).iter().any(|c| other.contains(c))
@@ -242,14 +246,12 @@ fn parse_addr(key: &str, v: &Option<String>, default: &str, errs: &mut Vec<Strin
 
 fn server_tls(key: &str, raw: &RawServerTls, errs: &mut Vec<String>) -> Option<ServerTls> {
     match (&raw.cert, &raw.key) {
-        (Some(cert), Some(key_path)) => {
-            Some(ServerTls {
-                cert: cert.clone(),
-                key: key_path.clone(),
-                client_ca: raw.client_ca.clone(),
-                allowed_identities: raw.allowed_identities.clone().unwrap_or_default(),
-            })
-        }
+        (Some(cert), Some(key_path)) => Some(ServerTls {
+            cert: cert.clone(),
+            key: key_path.clone(),
+            client_ca: raw.client_ca.clone(),
+            allowed_identities: raw.allowed_identities.clone().unwrap_or_default(),
+        }),
         _ => {
             errs.push(format!("{key}: both cert and key are required (PEM files)"));
             None
@@ -327,7 +329,8 @@ impl RawConfig {
                     ));
                 }
             }
-            if t.client_ca.is_some() && t.client_ca == self.agents.tls.as_ref().and_then(|a| a.client_ca.clone())
+            if t.client_ca.is_some()
+                && t.client_ca == self.agents.tls.as_ref().and_then(|a| a.client_ca.clone())
                 && t.allowed_identities.is_empty()
             {
                 errs.push(SHARED_CA.into());
@@ -545,13 +548,17 @@ mod tests {
         // Its own CA: fine.
         with_admin_ca(&agents_ca, &operators_ca, &[]).unwrap();
         // The shared CA with an allow-list: fine, and the list is kept.
-        let c = with_admin_ca(&agents_ca, &copy, &[("FERRY_ADMIN__TLS__ALLOWED_IDENTITIES__0", "operator-1")]).unwrap();
+        let c =
+            with_admin_ca(&agents_ca, &copy, &[("FERRY_ADMIN__TLS__ALLOWED_IDENTITIES__0", "operator-1")])
+                .unwrap();
         assert_eq!(c.admin_tls.unwrap().allowed_identities, vec!["operator-1".to_owned()]);
         // Identities are compared exactly: no padded entries; agents have no list.
-        let err = with_admin_ca(&agents_ca, &copy, &[("FERRY_ADMIN__TLS__ALLOWED_IDENTITIES__0", " op ")]).unwrap_err();
-        assert!(err.contains("allowed_identities[0]"), "{err}");
-        let err = with_admin_ca(&agents_ca, &operators_ca, &[("FERRY_AGENTS__TLS__ALLOWED_IDENTITIES__0", "a")])
+        let err = with_admin_ca(&agents_ca, &copy, &[("FERRY_ADMIN__TLS__ALLOWED_IDENTITIES__0", " op ")])
             .unwrap_err();
+        assert!(err.contains("allowed_identities[0]"), "{err}");
+        let err =
+            with_admin_ca(&agents_ca, &operators_ca, &[("FERRY_AGENTS__TLS__ALLOWED_IDENTITIES__0", "a")])
+                .unwrap_err();
         assert!(err.contains("agents.tls.allowed_identities is not a setting"), "{err}");
     }
 }

@@ -112,8 +112,9 @@ async fn an_admin_api_trusting_the_agents_ca_is_refused_without_an_allow_list() 
     // 1. The agents' CA, no allow-list: refused at start.
     let mut config = ControlPlaneConfig::new(es.url(), tls.clone()).unwrap();
     config.env = admin_tls.clone();
-    let mut refused = Service::spawn(&workspace_bin("ferry-control-plane").unwrap(), &config.to_yaml(), &config.env)
-        .unwrap();
+    let mut refused =
+        Service::spawn(&workspace_bin("ferry-control-plane").unwrap(), &config.to_yaml(), &config.env)
+            .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(status) = refused.try_exit_status() {
@@ -154,7 +155,12 @@ async fn an_admin_api_trusting_the_agents_ca_is_refused_without_an_allow_list() 
         }
     };
     let operator = call("operator-1").await;
-    assert!(operator.status.success(), "operator refused: {}\n{}", String::from_utf8_lossy(&operator.stderr), cp.logs());
+    assert!(
+        operator.status.success(),
+        "operator refused: {}\n{}",
+        String::from_utf8_lossy(&operator.stderr),
+        cp.logs()
+    );
     let agent = call("agent-1").await;
     let stderr = String::from_utf8_lossy(&agent.stderr);
     assert!(!agent.status.success(), "an agent certificate listed connectors");

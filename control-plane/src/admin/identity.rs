@@ -31,7 +31,8 @@ impl AdminIdentities {
                 "the admin API needs a client certificate whose CN is listed in admin.tls.allowed_identities",
             )
         })?;
-        let first = certs.first().ok_or_else(|| Status::unauthenticated("no client certificate was presented"))?;
+        let first =
+            certs.first().ok_or_else(|| Status::unauthenticated("no client certificate was presented"))?;
         let cn = common_name(first.as_ref()).ok_or_else(|| {
             Status::permission_denied("the client certificate has no Subject CN: admin identities are CNs")
         })?;
