@@ -22,8 +22,7 @@ use crate::elasticsearch::{Concurrency, Refresh};
 use crate::error::Result;
 use crate::model::{now, to_proto_ts, Timestamp};
 
-/// Index of live agent sessions.
-pub const AGENTS_INDEX: &str = ".ferry-agents";
+pub use crate::store::indices::AGENTS_INDEX;
 pub const RECORD_EVERY: Duration = Duration::from_secs(5);
 /// A session document not refreshed for this long is gone.
 pub const TTL: Duration = Duration::from_secs(20);

@@ -26,6 +26,23 @@ pub fn generation_fragment(generation: i64) -> Vec<u8> {
     format!("\"{GENERATION_FIELD}\":{generation}").into_bytes()
 }
 
+/// Elastic's per-document pipeline flags (`_extract_binary_content`,
+/// `_reduce_whitespace`, `_run_ml_inference`), from the job's `pipeline`
+/// settings, as Elastic's `SyncJobRunner.prepare_docs` sets them on every
+/// document: `search-default-ingestion` (and pipelines copied from it) read
+/// them to decide what to run and then remove them. Only spliced when the
+/// job's bulks name a pipeline — without one nothing would remove them.
+pub fn pipeline_fragment(settings: &serde_json::Value) -> Vec<u8> {
+    let flag = |k: &str| settings.get(k).and_then(|v| v.as_bool()).unwrap_or(false);
+    format!(
+        "\"_extract_binary_content\":{},\"_reduce_whitespace\":{},\"_run_ml_inference\":{}",
+        flag("extract_binary_content"),
+        flag("reduce_whitespace"),
+        flag("run_ml_inference")
+    )
+    .into_bytes()
+}
+
 fn generation_mapping() -> serde_json::Value {
     json!({ "properties": { GENERATION_FIELD: { "type": "long" } } })
 }
@@ -187,6 +204,16 @@ mod tests {
         assert_eq!(exact_field(&m, "absent").unwrap(), None);
         assert!(exact_field(&m, "body").unwrap_err().to_string().contains("keyword"));
         assert!(exact_field(&m, "meta").is_err());
+    }
+
+    #[test]
+    fn pipeline_flags() {
+        let f = pipeline_fragment(&json!({"name": "p", "extract_binary_content": true, "run_ml_inference": false}));
+        let v: serde_json::Value = serde_json::from_slice(&[b"{", f.as_slice(), b"}"].concat()).unwrap();
+        assert_eq!(
+            v,
+            json!({"_extract_binary_content": true, "_reduce_whitespace": false, "_run_ml_inference": false})
+        );
     }
 
     #[test]

@@ -70,7 +70,8 @@ pub struct JobRun {
     order: OrderGate,
     /// The checkpoint last written to the connector's `sync_cursor`.
     pub cursor_written: Mutex<Option<Vec<u8>>>,
-    /// `"_ferry_sync_generation":G`, spliced into every document.
+    /// `"_ferry_sync_generation":G`, plus Elastic's pipeline flags when the
+    /// job's bulks name an ingest pipeline, spliced into every indexed document.
     extra_fields: Vec<u8>,
     window: Arc<Semaphore>,
     /// In-flight bulk requests of this job.
@@ -86,7 +87,7 @@ pub struct JobRun {
     pub fatal: Mutex<Option<String>>,
     pub started: Instant,
     /// The connector's ingest pipeline (`pipeline.name`), when in use.
-    pub pipeline: Mutex<Option<String>>,
+    pub pipeline: Option<String>,
     /// Facts from the agent's `JobProgress`, merged into the job's metadata
     /// by the progress loop.
     pub progress: Mutex<serde_json::Map<String, serde_json::Value>>,
@@ -186,7 +187,13 @@ impl JobRun {
         generation: i64,
         window: u32,
         carried: RunStats,
+        pipeline: Option<(String, &serde_json::Value)>,
     ) -> Self {
+        let mut extra_fields = crate::elasticsearch::index::generation_fragment(generation);
+        if let Some((_, settings)) = &pipeline {
+            extra_fields.push(b',');
+            extra_fields.extend(crate::elasticsearch::index::pipeline_fragment(settings));
+        }
         Self {
             job_id,
             lease_id,
@@ -196,7 +203,7 @@ impl JobRun {
             incremental,
             order: OrderGate::default(),
             cursor_written: Mutex::new(None),
-            extra_fields: crate::elasticsearch::index::generation_fragment(generation),
+            extra_fields,
             window: Arc::new(Semaphore::new(window as usize)),
             tracker: TaskTracker::new(),
             abandon: CancellationToken::new(),
@@ -204,7 +211,7 @@ impl JobRun {
             cancel_sent: AtomicBool::new(false),
             fatal: Mutex::new(None),
             started: Instant::now(),
-            pipeline: Mutex::new(None),
+            pipeline: pipeline.map(|(name, _)| name),
             progress: Mutex::new(serde_json::Map::new()),
         }
     }
@@ -237,7 +244,7 @@ impl JobRun {
         let permit =
             self.window.clone().try_acquire_owned().map_err(|_| BatchRefused::WindowExceeded(window_size))?;
         let run = self.clone();
-        let bulk = bulk.with_pipeline(self.pipeline.lock().expect("pipeline lock").clone());
+        let bulk = bulk.with_pipeline(self.pipeline.clone());
         // Registered here, in arrival (= sequence) order, not in the task.
         let keys = if batch.documents.iter().any(|d| d.op == proto::DocumentOp::DeleteMatching as i32) {
             Keys::All
@@ -445,6 +452,27 @@ impl JobRun {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn spliced(run: &JobRun) -> serde_json::Value {
+        serde_json::from_slice(&[b"{", run.extra_fields.as_slice(), b"}"].concat()).expect("valid fragment")
+    }
+
+    #[test]
+    fn documents_carry_elastics_pipeline_flags_only_when_a_pipeline_runs() {
+        let settings = serde_json::json!({"name": "search-default-ingestion", "extract_binary_content": true,
+            "reduce_whitespace": false, "run_ml_inference": true});
+        let new = |p| JobRun::new("j".into(), "l".into(), "c".into(), "i".into(), true, false, 7, 4, RunStats::default(), p);
+        let with = new(Some(("search-default-ingestion".into(), &settings)));
+        assert_eq!(with.pipeline.as_deref(), Some("search-default-ingestion"));
+        assert_eq!(
+            spliced(&with),
+            serde_json::json!({"_ferry_sync_generation": 7, "_extract_binary_content": true,
+                "_reduce_whitespace": false, "_run_ml_inference": true})
+        );
+        let without = new(None);
+        assert_eq!(without.pipeline, None);
+        assert_eq!(spliced(&without), serde_json::json!({"_ferry_sync_generation": 7}));
+    }
 
     #[test]
     fn checkpoint_follows_the_contiguous_acked_prefix() {

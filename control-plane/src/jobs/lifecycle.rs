@@ -80,6 +80,13 @@ pub async fn claim_and_assign(app: &App, session: &Arc<AgentSession>, job_id: &s
         rejections: doc.ferry.rejections.clone(),
         ..Default::default()
     };
+    let pipeline = match es_index::job_pipeline(&app.stores.es, &doc.connector.pipeline).await {
+        Ok(p) => p,
+        Err(msg) => {
+            fail_job(app, job_id, &lease_id, &msg).await?;
+            return Ok(true);
+        }
+    };
     let resume = carried.checkpoint.clone().unwrap_or_default();
     let run = Arc::new(JobRun::new(
         job_id.to_owned(),
@@ -91,14 +98,8 @@ pub async fn claim_and_assign(app: &App, session: &Arc<AgentSession>, job_id: &s
         doc.ferry.sync_generation.unwrap_or_default(),
         app.jobs.max_unacked_batches,
         carried,
+        pipeline.map(|name| (name, &doc.connector.pipeline)),
     ));
-    match es_index::job_pipeline(&app.stores.es, &doc.connector.pipeline).await {
-        Ok(p) => *run.pipeline.lock().expect("pipeline lock") = p,
-        Err(msg) => {
-            fail_job(app, job_id, &lease_id, &msg).await?;
-            return Ok(true);
-        }
-    }
     session.jobs.lock().expect("jobs lock").insert(job_id.to_owned(), run);
     let values: std::collections::BTreeMap<_, _> = doc
         .connector

@@ -17,6 +17,13 @@
 //! create, with mappings that make the fields we query sortable and
 //! filterable and keep free-form objects (configuration values of every
 //! type) out of the mapping.
+//!
+//! Ferry's own indices (`.ferry-agents`, `.ferry-enrollment-tokens`,
+//! `.ferry-revoked-agents`) are created *hidden* on both distributions:
+//! Elasticsearch 8 deprecates dot-prefixed names for anything but hidden and
+//! system indices, and hidden ones stay out of `*` searches and Kibana lists.
+//! Indices an earlier Ferry created visible keep working (Ferry addresses
+//! them by name); `PUT <index>/_settings {"index.hidden": true}` hides them.
 
 use serde_json::json;
 
@@ -71,24 +78,52 @@ fn jobs_mapping() -> serde_json::Value {
     })
 }
 
-fn enrollment_mappings() -> [(&'static str, serde_json::Value); 2] {
+/// Live agent sessions (the fleet view across replicas).
+pub const AGENTS_INDEX: &str = ".ferry-agents";
+
+/// Settings of Ferry's own indices: hidden, so that a dot-prefixed name is
+/// allowed without Elasticsearch 8's deprecation warning ("index names
+/// starting with a dot are reserved for hidden indices and system indices")
+/// and never refused by a later major; kept out of `*` searches and Kibana's
+/// index lists. `0-1` replicas keep a single-node cluster green, as system
+/// indices do.
+fn ferry_index_settings() -> serde_json::Value {
+    json!({"index": {"hidden": true, "auto_expand_replicas": "0-1"}})
+}
+
+/// Ferry's own state indices (fleet sessions, enrollment), the same on both
+/// distributions: hidden indices with a mapping of the fields Ferry queries.
+fn ferry_indices() -> [(&'static str, serde_json::Value); 3] {
+    let index = |properties: serde_json::Value| {
+        json!({"settings": ferry_index_settings(), "mappings": {"dynamic": false, "properties": properties}})
+    };
     [
         (
+            AGENTS_INDEX,
+            index(json!({
+                "agent_id": {"type": "keyword"},
+                "session_id": {"type": "keyword"},
+                "control_plane": {"type": "keyword"},
+                "connectors": {"type": "keyword"},
+                "expires_at_ms": {"type": "long"}
+            })),
+        ),
+        (
             crate::enrollment::TOKENS_INDEX,
-            json!({"mappings": {"dynamic": false, "properties": {
+            index(json!({
                 "agent_id": {"type": "keyword"},
                 "created_at_ms": {"type": "long"},
                 "expires_at_ms": {"type": "long"},
                 "used_at_ms": {"type": "long"},
                 "revoked": {"type": "boolean"}
-            }}}),
+            })),
         ),
         (
             crate::enrollment::REVOKED_INDEX,
-            json!({"mappings": {"dynamic": false, "properties": {
+            index(json!({
                 "agent_id": {"type": "keyword"},
                 "revoked_at_ms": {"type": "long"}
-            }}}),
+            })),
         ),
     ]
 }
@@ -117,10 +152,10 @@ pub fn plan(distribution: Distribution) -> Vec<(&'static str, Creation)> {
 }
 
 /// Makes sure the state indices exist: the two connector indices (as
-/// [`plan`] says) and Ferry's own enrollment indices (ordinary indices on
-/// both distributions).
+/// [`plan`] says) and Ferry's own hidden indices ([`ferry_indices`], the same
+/// on both distributions).
 pub async fn ensure_state_indices(es: &EsClient, distribution: Distribution) -> Result<()> {
-    for (index, body) in enrollment_mappings() {
+    for (index, body) in ferry_indices() {
         if !es.index_exists(index).await? {
             es.create_index(index, &body).await?;
             tracing::info!(index, "created state index");
@@ -157,6 +192,14 @@ mod tests {
         let p = plan(Distribution::Elasticsearch);
         assert_eq!(p[0], (CONNECTORS_INDEX, Creation::Concrete(".elastic-connectors-v1")));
         assert_eq!(p[1], (SYNC_JOBS_INDEX, Creation::Concrete(".elastic-connectors-sync-jobs-v1")));
+    }
+
+    #[test]
+    fn ferrys_own_indices_are_hidden() {
+        for (name, body) in ferry_indices() {
+            assert!(name.starts_with(".ferry-"), "{name}");
+            assert_eq!(body["settings"]["index"]["hidden"], true, "{name}");
+        }
     }
 
     #[test]
