@@ -208,7 +208,9 @@ mod tests {
 
     #[test]
     fn pipeline_flags() {
-        let f = pipeline_fragment(&json!({"name": "p", "extract_binary_content": true, "run_ml_inference": false}));
+        let f = pipeline_fragment(
+            &json!({"name": "p", "extract_binary_content": true, "run_ml_inference": false}),
+        );
         let v: serde_json::Value = serde_json::from_slice(&[b"{", f.as_slice(), b"}"].concat()).unwrap();
         assert_eq!(
             v,

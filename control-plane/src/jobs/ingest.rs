@@ -461,7 +461,20 @@ mod tests {
     fn documents_carry_elastics_pipeline_flags_only_when_a_pipeline_runs() {
         let settings = serde_json::json!({"name": "search-default-ingestion", "extract_binary_content": true,
             "reduce_whitespace": false, "run_ml_inference": true});
-        let new = |p| JobRun::new("j".into(), "l".into(), "c".into(), "i".into(), true, false, 7, 4, RunStats::default(), p);
+        let new = |p| {
+            JobRun::new(
+                "j".into(),
+                "l".into(),
+                "c".into(),
+                "i".into(),
+                true,
+                false,
+                7,
+                4,
+                RunStats::default(),
+                p,
+            )
+        };
         let with = new(Some(("search-default-ingestion".into(), &settings)));
         assert_eq!(with.pipeline.as_deref(), Some("search-default-ingestion"));
         assert_eq!(

@@ -94,9 +94,7 @@ fn ferry_index_settings() -> serde_json::Value {
 /// Ferry's own state indices (fleet sessions, enrollment), the same on both
 /// distributions: hidden indices with a mapping of the fields Ferry queries.
 fn ferry_indices() -> [(&'static str, serde_json::Value); 3] {
-    let index = |properties: serde_json::Value| {
-        json!({"settings": ferry_index_settings(), "mappings": {"dynamic": false, "properties": properties}})
-    };
+    let index = |properties: serde_json::Value| json!({"settings": ferry_index_settings(), "mappings": {"dynamic": false, "properties": properties}});
     [
         (
             AGENTS_INDEX,
