@@ -3,8 +3,11 @@
 #
 #   bash deploy/demo.sh
 #
-# It installs what it needs (deploy/install-deps.sh), builds the binaries,
-# then, all under .demo/ (git-ignored) and on free loopback ports:
+# It installs what it needs (deploy/install-deps.sh), builds the two
+# binaries it runs, then, all under .demo/ (git-ignored; DEMO_DIR=... to put
+# it elsewhere) on loopback, on the README's ports when they are free
+# (PostgreSQL 5432, Elasticsearch 9200, agents 50051, admin API 50052; free
+# ones otherwise):
 #   - a PostgreSQL cluster with database `chinook` (user myuser/mypassword)
 #     holding a music catalogue of 275 artists and 347 albums;
 #   - osmem-server as Elasticsearch, unless ES_URL points at a real one
@@ -16,15 +19,19 @@
 # and walks the tutorial with grpcurl: PutConnector, wait for the agent to
 # register, UpdateConfiguration, wait for connected, a full sync, then the
 # finished job and `GET music/_count` (622 documents).
+# It prints an `export A=... ES=... PGPORT=...` line: paste it and every
+# command of README.md's tutorial runs as written against the demo.
 # Everything it started is stopped when it ends (DEMO_KEEP_RUNNING=1 keeps it
-# all running until Ctrl-C). Re-runnable: each run starts from scratch.
+# all running until Ctrl-C or `kill PID`), and PostgreSQL's data is removed.
+# Re-runnable: each run starts from scratch.
 # DEMO_PROFILE=debug uses a debug build instead of a release build;
 # DEMO_SKIP_BUILD=1 uses whatever is built already.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
-DEMO="$ROOT/.demo"
+DEMO="${DEMO_DIR:-$ROOT/.demo}"
+case "$DEMO" in /*) ;; *) DEMO="$ROOT/$DEMO" ;; esac
 PROFILE="${DEMO_PROFILE:-release}"
 TIMEOUT="${DEMO_TIMEOUT:-180}"
 
@@ -41,7 +48,9 @@ die() {
 
 # --- stop whatever a previous, interrupted run left behind ---------------------
 # (only processes this script started: their ids are in .demo/pids)
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+# As root, PostgreSQL runs as the postgres OS user, from / (it may not be
+# allowed into the current directory: no "could not change directory" noise).
+as_pg() { if [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi; }
 stop_old_run() {
   if [ -f "$DEMO/pids" ]; then
     while read -r pid; do
@@ -55,6 +64,7 @@ stop_old_run() {
     if [ -f "$old/postmaster.pid" ]; then
       as_pg "$(cat "$DEMO/pgbin-path")/pg_ctl" stop -D "$old" -m fast >/dev/null 2>&1 || true
     fi
+    rm -rf "$(dirname "$old")"
   fi
 }
 stop_old_run
@@ -70,9 +80,9 @@ say "Building Ferry ($PROFILE)"
 if [ "${DEMO_SKIP_BUILD:-}" = 1 ]; then
   echo "(DEMO_SKIP_BUILD=1: using the binaries already built)"
 elif [ "$PROFILE" = release ]; then
-  cargo build --release --bins
+  cargo build --release -p ferry-control-plane -p ferry-agent --bin ferry-control-plane --bin ferry-agent
 else
-  cargo build --bins
+  cargo build -p ferry-control-plane -p ferry-agent --bin ferry-control-plane --bin ferry-agent
 fi
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 case "$TARGET" in /*) ;; *) TARGET="$ROOT/$TARGET" ;; esac
@@ -103,13 +113,29 @@ cleanup() {
   if [ -n "$PGDATA" ] && [ -f "$PGDATA/postmaster.pid" ]; then
     as_pg "$PGBIN/pg_ctl" stop -D "$PGDATA" -m fast >/dev/null 2>&1 || true
   fi
+  # The cluster is throwaway: remove its data (wherever it had to live).
+  if [ -n "$PGDATA" ]; then
+    rm -rf "$(dirname "$PGDATA")"
+    rm -f "$DEMO/pgdata-path" "$DEMO/pgbin-path" "$DEMO/pg-data"
+  fi
   exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# free_port [PREFERRED]: PREFERRED when nothing listens there, else any free port.
 free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+  python3 - "${1:-0}" <<'PY'
+import socket, sys
+for port in (int(sys.argv[1]), 0):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    print(s.getsockname()[1])
+    break
+PY
 }
 wait_port() { # host port seconds what pid
   python3 - "$@" <<'PY' || die "$4 did not listen on $1:$2 within $3 s (or exited)"
@@ -134,16 +160,19 @@ started() { echo "$1" >>"$DEMO/pids"; }
 # --- PostgreSQL ----------------------------------------------------------------
 say "Starting PostgreSQL with the music catalogue"
 PGBIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
-PGPORT="$(free_port)"
+PGPORT="$(free_port 5432)"
 PGROOT="$DEMO/pg"
 mkdir -p "$PGROOT"
 if [ "$(id -u)" = 0 ]; then
   # initdb refuses root: the cluster belongs to the postgres OS user, which
   # must be able to reach .demo/; otherwise the cluster goes to /tmp.
   chown postgres: "$PGROOT"
-  if ! runuser -u postgres -- test -w "$PGROOT"; then
+  if ! (cd / && runuser -u postgres -- test -w "$PGROOT"); then
+    # The postgres user cannot reach .demo/ (e.g. under /root): the data
+    # goes to /tmp, linked from .demo/pg-data, and is removed at the end.
     PGROOT="$(mktemp -d /tmp/ferry-demo-pg.XXXXXX)"
     chown postgres: "$PGROOT"
+    ln -sfn "$PGROOT" "$DEMO/pg-data"
   fi
 fi
 PGDATA="$PGROOT/data"
@@ -169,7 +198,7 @@ if [ -n "${ES_URL:-}" ]; then
 else
   say "Starting osmem-server (in-memory, OpenSearch-compatible) as Elasticsearch"
   OSMEM="$(python3 -c 'import osmem_server, os; print(os.path.join(os.path.dirname(osmem_server.__file__), "bin", "osmem-server"))')"
-  ESPORT="$(free_port)"
+  ESPORT="$(free_port 9200)"
   "$OSMEM" -addr "127.0.0.1:$ESPORT" -no-stdin-watch </dev/null >"$DEMO/logs/osmem.log" 2>&1 &
   started $!
   wait_port 127.0.0.1 "$ESPORT" 30 osmem-server $!
@@ -198,8 +227,8 @@ leaf agent "/CN=demo-agent" \
 echo "CA, server (127.0.0.1, localhost) and agent (CN=demo-agent) certificates in .demo/certs/"
 
 # --- control plane and agent ------------------------------------------------------
-AGENTS_PORT="$(free_port)"
-ADMIN_PORT="$(free_port)"
+AGENTS_PORT="$(free_port 50051)"
+ADMIN_PORT="$(free_port 50052)"
 ADMIN="127.0.0.1:$ADMIN_PORT"
 cat >"$DEMO/control-plane.yaml" <<YAML
 elasticsearch:
@@ -225,7 +254,7 @@ connectors:
     service_type: postgresql
 YAML
 
-say "Starting the control plane (admin API on $ADMIN)"
+say "Starting the control plane (admin API on $ADMIN, agents listener on 127.0.0.1:$AGENTS_PORT)"
 RUST_LOG="${RUST_LOG:-info}" "$BIN/ferry-control-plane" --config "$DEMO/control-plane.yaml" \
   </dev/null >"$DEMO/logs/control-plane.log" 2>&1 &
 CP_PID=$!
@@ -314,8 +343,19 @@ PY
 STATUS="$(quiet_rpc ferry.v1.SyncJobService/GetSyncJob "{\"sync_job_id\": \"$JOB_ID\"}" | jget 'j["syncJob"]["status"]')"
 [ "$STATUS" = SYNC_STATUS_COMPLETED ] || die "the sync job ended $STATUS"
 
-say "Done. Logs: .demo/logs/"
+say "Done. Logs: $DEMO/logs/"
+EXPORTS="export A=$ADMIN AGENTS=127.0.0.1:$AGENTS_PORT ES=$ES_URL PGPORT=$PGPORT"
+echo "$EXPORTS" >"$DEMO/env"
+echo "The README's commands run against this demo after:"
+echo "$EXPORTS"
 if [ "${DEMO_KEEP_RUNNING:-}" = 1 ]; then
-  echo "Everything keeps running (admin API $ADMIN, Elasticsearch $ES_URL); Ctrl-C stops it."
-  while :; do sleep 3600; done
+  echo "Everything keeps running (admin API $ADMIN, agents 127.0.0.1:$AGENTS_PORT, Elasticsearch $ES_URL);" \
+    "Ctrl-C or \`kill $$\` stops it."
+  # sleep in the background and wait: a TERM interrupts `wait` at once
+  # (bash runs traps only between foreground commands).
+  while :; do
+    sleep 3600 &
+    started $!
+    wait $! || true
+  done
 fi

@@ -44,7 +44,7 @@ const BATCH_DOCUMENTS: u64 = 10;
 const CANCEL_RELAY: Duration = Duration::from_secs(2);
 const AGENT_STOP_BUDGET: Duration = Duration::from_secs(5);
 /// Checks in a full run.
-const CHECKS: usize = 8;
+const CHECKS: usize = 9;
 
 /// Checks an agent against Ferry's agent protocol. Prints each check; exit 0 only if all pass.
 #[derive(Parser)]
@@ -160,6 +160,8 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         report.record("clean error for a broken source", t, w.broken_source(&mut agent).await);
         let t = Instant::now();
         report.record("full sync with exact counts", t, w.full_sync().await);
+        let t = Instant::now();
+        report.record("draft sync rules answered", t, w.sync_rules().await);
         let t = Instant::now();
         let (job_id, r) = w.window().await;
         report.record("never more unacknowledged data than the window", t, r);
@@ -551,6 +553,62 @@ impl World<'_> {
                 "sync {round}: {} indexed, {count} in the index, 0 deleted",
                 j.indexed_document_count
             ));
+        }
+        Ok(details.join("; "))
+    }
+
+    /// Draft sync rules are answered (`FilteringResult`): a draft with a rule on a field no
+    /// source has leaves `edited` (valid or invalid, as the source decides), an empty draft
+    /// becomes valid. An agent that ignores `ValidateFiltering` leaves drafts `edited`
+    /// forever, and sync rules can never be used with it.
+    async fn sync_rules(&self) -> anyhow::Result<String> {
+        let draft_state = |c: &proto::Connector| {
+            c.filtering
+                .iter()
+                .find(|f| f.domain == "DEFAULT")
+                .and_then(|f| f.draft.as_ref())
+                .and_then(|d| d.validation.as_ref())
+                .map(|v| (v.state.clone(), v.errors.iter().flat_map(|e| e.messages.clone()).collect::<Vec<_>>()))
+                .unwrap_or_default()
+        };
+        let rule = proto::FilteringRule {
+            id: "conformance".into(),
+            policy: "exclude".into(),
+            field: "conformance_no_such_field".into(),
+            rule: "equals".into(),
+            value: "x".into(),
+            ..Default::default()
+        };
+        let mut details = vec![];
+        for (what, rules) in [("a rule on an unknown field", vec![rule]), ("an empty draft", vec![])] {
+            let empty = rules.is_empty();
+            self.admin
+                .connectors
+                .clone()
+                .update_filtering(proto::UpdateFilteringRequest {
+                    connector_id: CONNECTOR.into(),
+                    rules,
+                    advanced_snippet: None,
+                })
+                .await
+                .context("UpdateFiltering")?;
+            let c = self
+                .admin
+                .wait_connector(Duration::from_secs(30), &format!("the agent to answer {what}"), |c| {
+                    draft_state(c).0 != "edited"
+                })
+                .await
+                .context("the draft stayed `edited`: the agent does not answer ValidateFiltering with FilteringResult")?;
+            let (state, errors) = draft_state(&c);
+            if empty {
+                ensure!(state == "valid", "an empty draft is {state:?} ({errors:?}); no rules must be valid");
+            } else {
+                ensure!(
+                    state == "valid" || (state == "invalid" && !errors.is_empty()),
+                    "draft {state:?} with errors {errors:?}: expected valid, or invalid with a message"
+                );
+            }
+            details.push(format!("{what}: {state} {errors:?}"));
         }
         Ok(details.join("; "))
     }

@@ -4,7 +4,8 @@ catches it (tests/tests/conformance.rs). MISBEHAVE selects the rule:
 - no_heartbeat: never sends Heartbeat;
 - no_window: ignores the flow-control window;
 - ignore_cancel: keeps syncing after CancelJob;
-- from_scratch: ignores resume_checkpoint.
+- from_scratch: ignores resume_checkpoint;
+- ignore_filtering: never answers ValidateFiltering (drafts stay `edited`).
 """
 
 import os
@@ -38,6 +39,8 @@ elif mode == "from_scratch":
         return sync(self, job, out)
 
     sqlite_agent.SQLiteSource.sync = restart  # type: ignore[method-assign]
+elif mode == "ignore_filtering":
+    runtime._Session._validate_filtering = lambda self, v: None  # type: ignore[method-assign]
 else:
     raise SystemExit(f"unknown MISBEHAVE={mode}")
 runtime.run_agent(sqlite_agent.SQLiteSource())

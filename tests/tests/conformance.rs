@@ -46,7 +46,7 @@ fn rust_postgresql_agent_passes() {
     let agent = workspace_bin("ferry-agent").expect("ferry-agent binary");
     let (code, out) = conformance(&["--agent-cmd", &agent.display().to_string()], &[]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("all 8 checks passed"), "{out}");
+    assert!(out.contains("all 9 checks passed"), "{out}");
 }
 
 #[test]
@@ -54,7 +54,7 @@ fn python_sqlite_example_passes() {
     let agent = python_agent(&workspace_root().join("sdk/python/examples/sqlite_agent.py"));
     let (code, out) = conformance(&["--seed-cmd", &sqlite_seed(), "--agent-cmd", &agent], &[]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("all 8 checks passed"), "{out}");
+    assert!(out.contains("all 9 checks passed"), "{out}");
 }
 
 #[test]
@@ -65,6 +65,7 @@ fn misbehaving_agents_fail_the_matching_check() {
         ("no_heartbeat", "heartbeats and last_seen"),
         ("ignore_cancel", "cancellation honoured within 5 s"),
         ("from_scratch", "resume from the checkpoint after the link drops"),
+        ("ignore_filtering", "draft sync rules answered"),
     ] {
         let (code, out) = conformance(
             &["--discard-logs", "--seed-cmd", &sqlite_seed(), "--agent-cmd", &agent],

@@ -9,7 +9,8 @@
 //! - `AgentService` and `EnrollmentService` called on the admin port answer
 //!   `Unimplemented` saying where they are served;
 //! - `UpdateFiltering` with only `advanced_snippet` keeps the basic rules;
-//! - a cron expression out of range names the real bound.
+//! - a cron expression out of range names the real bound;
+//! - log files (not terminals) get no ANSI colours.
 
 use anyhow::ensure;
 use serde_json::{json, Value};
@@ -124,6 +125,10 @@ async fn mistakes_say_what_to_do() {
             )
             .await?;
         ensure!(e.code == "InvalidArgument" && e.stderr.contains("Hours must be at most 23."), "{e:?}");
+
+        // Logs written to files have no colours (ANSI escapes) in them.
+        ensure!(!cp.logs().contains('\u{1b}'), "ANSI escapes in the control plane's log file");
+        ensure!(!agents[0].logs().contains('\u{1b}'), "ANSI escapes in the agent's log file");
         ensure!(!e.stderr.contains("less than 23"), "{e:?}");
         Ok::<_, anyhow::Error>(())
     }

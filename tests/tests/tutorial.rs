@@ -326,3 +326,182 @@ fn rfc3339_parses() {
     assert_eq!(rfc3339_to_unix("2024-02-29T12:00:00Z"), Some(1_709_208_000.0));
     assert_eq!(rfc3339_to_unix("2024-02-29T12:00:00+01:00"), None);
 }
+
+/// The README's commands, as written, against `deploy/demo.sh`.
+///
+/// Runs the demo (`DEMO_KEEP_RUNNING=1`, the debug binaries already built)
+/// in the background, takes its `export A=... ES=... PGPORT=...` line, and
+/// runs every `sh` block of README.md from the tutorial to the end of
+/// "Managing connectors" in one bash script, as a user pasting them would
+/// (`set -e`: any failing command fails the test). Only the two commands
+/// that start the binaries are left out (the demo runs them). Where a user
+/// waits (the sync to finish, the agent to check a draft, a cancel to land)
+/// the script waits too; drafts must become `valid`. Then the demo is
+/// stopped by its pid: it must exit within 20 s, its processes must be gone
+/// and PostgreSQL's data removed, and its output has no "could not change
+/// directory" noise.
+#[test]
+fn readme_commands_run_against_the_demo() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let root = ferry_tests::process::workspace_root();
+    let grpc = Grpcurl::find().expect("grpcurl");
+    let grpc_dir = grpc.bin().parent().unwrap().to_path_buf();
+    let path = format!("{}:{}", grpc_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let work = tempfile::tempdir().expect("temp dir");
+    let demo_dir = work.path().join("demo");
+    let mut demo = Command::new("bash")
+        .arg(root.join("deploy/demo.sh"))
+        .current_dir(&root)
+        .env("DEMO_KEEP_RUNNING", "1")
+        .env("DEMO_SKIP_BUILD", "1")
+        .env("DEMO_PROFILE", "debug")
+        .env("DEMO_DIR", &demo_dir)
+        .env("PATH", &path)
+        .env_remove("ES_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run deploy/demo.sh");
+    // Both streams into one log, read on threads (the demo writes to both).
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let readers: Vec<_> = [
+        Box::new(demo.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(demo.stderr.take().unwrap()),
+    ]
+    .into_iter()
+    .map(|stream| {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let mut l = log.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        })
+    })
+    .collect();
+    let demo_log = || log.lock().unwrap().clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    let exports = loop {
+        if let Some(l) = demo_log().lines().find(|l| l.starts_with("export A=")) {
+            break l.to_owned();
+        }
+        if let Ok(Some(status)) = demo.try_wait() {
+            panic!("the demo exited ({status}) before printing its export line:\n{}", demo_log());
+        }
+        assert!(std::time::Instant::now() < deadline, "no export line after 300 s:\n{}", demo_log());
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let pgdata = std::fs::read_to_string(demo_dir.join("pgdata-path")).expect("the demo's pgdata-path");
+    let pgdata = std::path::PathBuf::from(pgdata.trim());
+    assert!(pgdata.is_dir(), "PostgreSQL data {} missing while the demo runs", pgdata.display());
+    let pids: Vec<u32> = std::fs::read_to_string(demo_dir.join("pids"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+
+    let script = readme_script(&std::fs::read_to_string(root.join("README.md")).unwrap(), &exports);
+    let script_path = work.path().join("readme.sh");
+    std::fs::write(&script_path, &script).unwrap();
+    let out = Command::new("bash")
+        .arg(&script_path)
+        .current_dir(work.path())
+        .env("PATH", &path)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the README's commands");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+
+    // Stop the demo by its pid, as a user who backgrounded it would.
+    let _ = Command::new("kill").arg(demo.id().to_string()).status();
+    let stop_deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let exited = loop {
+        if let Ok(Some(_)) = demo.try_wait() {
+            break true;
+        }
+        if std::time::Instant::now() > stop_deadline {
+            let _ = demo.kill();
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for r in readers {
+        let _ = r.join();
+    }
+    let demo_out = demo_log();
+    assert!(
+        out.status.success(),
+        "a README command failed ({}):\n--- script ---\n{script}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}\n--- demo ---\n{demo_out}",
+        out.status
+    );
+    assert!(exited, "the demo did not stop within 20 s of `kill PID`:\n{demo_out}");
+    std::thread::sleep(Duration::from_secs(1));
+    for pid in pids {
+        let alive = std::path::Path::new(&format!("/proc/{pid}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ");
+        assert!(!alive, "process {pid} the demo started still runs after it stopped");
+    }
+    assert!(!pgdata.exists(), "the demo left PostgreSQL's data at {}", pgdata.display());
+    assert!(!demo_out.contains("could not change directory"), "{demo_out}");
+    // What the tutorial promises.
+    let count_line = stdout.lines().find(|l| l.contains("\"_shards\"")).unwrap_or_default();
+    assert!(count_line.replace(' ', "").contains("\"count\":622"), "music/_count: {count_line}\n{stdout}");
+    assert!(stdout.contains("SYNC_STATUS_COMPLETED"), "{stdout}");
+    assert!(stdout.contains("\"demo-agent\""), "the binding of the demo's agent: {stdout}");
+}
+
+/// The bash script of the README's `sh` blocks from "## Tutorial" to
+/// "## Configuration", with the waits a user does between them.
+fn readme_script(readme: &str, exports: &str) -> String {
+    let start = readme.find("## Tutorial").expect("README has a Tutorial section");
+    let end = readme[start..].find("## Configuration").map(|e| start + e).unwrap_or(readme.len());
+    let mut blocks: Vec<String> = Vec::new();
+    let mut current: Option<Vec<String>> = None;
+    for line in readme[start..end].lines() {
+        let t = line.trim_start();
+        match (&mut current, t) {
+            (None, "```sh") => current = Some(Vec::new()),
+            (Some(_), "```") => blocks.push(current.take().unwrap().join("\n")),
+            (Some(lines), _) => {
+                if !(t.starts_with("ferry-control-plane ") || t.starts_with("ferry-agent ")) {
+                    lines.push(t.to_owned());
+                }
+            }
+            (None, _) => {}
+        }
+    }
+    assert!(blocks.len() >= 10, "only {} sh blocks found in the README's tutorial", blocks.len());
+    let mut s = format!(
+        r#"set -euo pipefail
+{exports}
+until_ok() {{ local n=0; until eval "$1"; do n=$((n+1)); [ $n -lt 400 ] || {{ echo "timed out waiting for: $1" >&2; return 1; }}; sleep 0.3; done; }}
+newest_status() {{ grpcurl -plaintext -d '{{"connector_id":"my-connector-id","size":1}}' $A ferry.v1.SyncJobService/ListSyncJobs | python3 -c 'import json,sys; print(json.load(sys.stdin)["syncJobs"][0]["status"])'; }}
+job_status() {{ grpcurl -plaintext -d '{{"sync_job_id":"'$1'"}}' $A ferry.v1.SyncJobService/GetSyncJob | python3 -c 'import json,sys; print(json.load(sys.stdin)["syncJob"]["status"])'; }}
+draft() {{ grpcurl -plaintext -d '{{"connector_id":"my-connector-id"}}' $A ferry.v1.ConnectorService/GetConnector | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["connector"]["filtering"][0]["draft"]["validation"]))'; }}
+"#
+    );
+    for (i, block) in blocks.iter().enumerate() {
+        if block.trim().is_empty() {
+            continue;
+        }
+        if block.contains("SyncJobService/ListSyncJobs") {
+            s.push_str("until_ok '[ \"$(newest_status)\" = SYNC_STATUS_COMPLETED ]'\n");
+        }
+        if block.contains("SyncJobService/DeleteSyncJob") {
+            s.push_str("until_ok '[ \"$(job_status $JOB)\" = SYNC_STATUS_CANCELED ]'\n");
+        }
+        s.push_str(&format!("echo '=== README block {i}'\n{block}\necho\n"));
+        if block.contains("ConnectorService/UpdateFiltering") {
+            s.push_str(
+                "until_ok '! draft | grep -q \"\\\"edited\\\"\"'\n\
+                 draft | grep -q '\"valid\"' || { echo \"draft not valid: $(draft)\" >&2; exit 1; }\n",
+            );
+        }
+    }
+    s
+}

@@ -27,7 +27,7 @@ from ferry_sdk import (
     Source,
     SourceUnreachable,
 )
-from ferry_sdk.proto.ferry.v1 import agent_pb2, agent_pb2_grpc
+from ferry_sdk.proto.ferry.v1 import agent_pb2, agent_pb2_grpc, connector_pb2
 from ferry_sdk.values import from_value, to_value
 
 FLOW = agent_pb2.FlowControl(max_unacked_batches=2, max_batch_bytes=16 * 1024, max_batch_documents=10)
@@ -162,6 +162,31 @@ def test_validation_answers_with_revision_and_message(cp: FakeControlPlane) -> N
         cp.send(validate_configuration=v)
         r = cp.expect("validation_result").validation_result
         assert (r.revision, r.ok, r.error) == ("r7", False, "rows must not be negative")
+    finally:
+        agent.stop()
+
+
+def test_sync_rules_are_answered(cp: FakeControlPlane) -> None:
+    """ValidateFiltering gets a FilteringResult: an empty draft is valid, rules a source does not
+    apply are refused by id (without an answer the draft would stay `edited`)."""
+    agent = start_agent(cp, Counting())
+    try:
+        cp.expect("hello")
+        default = connector_pb2.FilteringRule(id="DEFAULT", policy="include", field="_", rule="regex", value=".*")
+        empty = agent_pb2.ValidateFiltering(connector_id="c1", revision="d1",
+                                            rules=agent_pb2.SyncRules(rules=[default]))
+        cp.send(validate_filtering=empty)
+        r = cp.expect("filtering_result").filtering_result
+        assert (r.connector_id, r.revision, list(r.errors)) == ("c1", "d1", [])
+        rule = connector_pb2.FilteringRule(id="r1", policy="exclude", field="n", rule="<", value="3")
+        some = agent_pb2.ValidateFiltering(connector_id="c1", revision="d2",
+                                           rules=agent_pb2.SyncRules(rules=[rule, default],
+                                                                     advanced_snippet=to_value([{"q": 1}])))
+        cp.send(validate_filtering=some)
+        r = cp.expect("filtering_result").filtering_result
+        assert r.revision == "d2"
+        assert [list(e.ids) for e in r.errors] == [["r1"], ["advanced_snippet"]]
+        assert "counting sources do not apply basic sync rules" in r.errors[0].messages[0]
     finally:
         agent.stop()
 

@@ -19,15 +19,18 @@ from ferry_sdk.runtime import (
     run_agent,
 )
 from ferry_sdk.source import (
+    BasicRule,
     ConfigField,
     ConfigurationError,
     ConfigValues,
     DocumentSender,
     Job,
     JobKind,
+    RuleError,
     Source,
     SourceError,
     SourceUnreachable,
+    SyncRules,
     SyncStopped,
 )
 
@@ -36,16 +39,19 @@ __all__ = [
     "Agent",
     "AgentSettings",
     "Backoff",
+    "BasicRule",
     "ConfigField",
     "ConfigValues",
     "ConfigurationError",
     "DocumentSender",
     "Job",
     "JobKind",
+    "RuleError",
     "SettingsError",
     "Source",
     "SourceError",
     "SourceUnreachable",
+    "SyncRules",
     "SyncStopped",
     "run_agent",
 ]

@@ -31,14 +31,17 @@ import grpc
 
 from ferry_sdk.proto.ferry.v1 import agent_pb2, agent_pb2_grpc, sync_job_pb2
 from ferry_sdk.source import (
+    BasicRule,
     DocumentSender,
     Job,
     JobKind,
+    RuleError,
     Source,
+    SyncRules,
     SyncStopped,
     failure_of,
 )
-from ferry_sdk.values import values_from_proto
+from ferry_sdk.values import from_value, values_from_proto
 
 log = logging.getLogger("ferry_sdk")
 
@@ -171,6 +174,20 @@ def open_channel(settings: AgentSettings) -> grpc.Channel:
     if settings.server_name:
         options.append(("grpc.ssl_target_name_override", settings.server_name))
     return grpc.secure_channel(target, creds, options=options)
+
+
+def sync_rules_from_proto(p: Optional[agent_pb2.SyncRules]) -> SyncRules:
+    """The rules of a ``ValidateFiltering``: the catch-all ``DEFAULT`` rule dropped, empty
+    advanced rules as ``None`` (as the Rust SDK reads them)."""
+    if p is None:
+        return SyncRules()
+    basic = [BasicRule(id=r.id, policy=r.policy, field=r.field, rule=r.rule, value=r.value)
+             for r in p.rules
+             if not (r.id == "DEFAULT" or (r.field == "_" and r.rule == "regex" and r.value == ".*"))]
+    advanced = from_value(p.advanced_snippet) if p.HasField("advanced_snippet") else None
+    if advanced in ({}, [], "") or (isinstance(advanced, str) and not advanced.strip()):
+        advanced = None
+    return SyncRules(basic=basic, advanced=advanced)
 
 
 @dataclass
@@ -307,6 +324,8 @@ class _Session:
         kind = msg.WhichOneof("message")
         if kind == "validate_configuration":
             self._spawn(self._validate, msg.validate_configuration, name="ferry-validate")
+        elif kind == "validate_filtering":
+            self._spawn(self._validate_filtering, msg.validate_filtering, name="ferry-validate-rules")
         elif kind == "assign_job":
             self._assign(msg.assign_job)
         elif kind == "batch_ack":
@@ -342,6 +361,24 @@ class _Session:
         result = agent_pb2.ValidationResult(connector_id=v.connector_id, revision=v.revision, ok=not error,
                                             error=error)
         self.enqueue(agent_pb2.AgentMessage(validation_result=result))
+
+    def _validate_filtering(self, v: agent_pb2.ValidateFiltering) -> None:
+        """Answers a draft of sync rules; without an answer it would stay ``edited`` forever."""
+        source = self.agent.source_for_connector(v.connector_id)
+        if source is None:
+            log.warning("asked to check sync rules of connector %r, which this agent does not serve", v.connector_id)
+            return
+        rules = sync_rules_from_proto(v.rules if v.HasField("rules") else None)
+        try:
+            errors = source.validate_rules(values_from_proto(v.configuration), rules)
+        except Exception as e:  # noqa: BLE001 - a failing check is an answer for the user
+            errors = [RuleError(["advanced_snippet" if rules.advanced is not None else "rules"],
+                                f"checking the sync rules failed: {failure_of(e)[1]}")]
+        log.info("sync rules of %r checked: %d error(s)", v.connector_id, len(errors))
+        result = agent_pb2.FilteringResult(connector_id=v.connector_id, revision=v.revision)
+        for e in errors:
+            result.errors.add(ids=list(e.ids), messages=[e.message])
+        self.enqueue(agent_pb2.AgentMessage(filtering_result=result))
 
     def _assign(self, a: agent_pb2.AssignJob) -> None:
         source = self.agent.source_for_connector(a.connector_id)

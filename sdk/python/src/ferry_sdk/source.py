@@ -158,6 +158,49 @@ class Source:
         """Read the source and ``out.send`` every document. Return only when all were sent."""
         raise NotImplementedError
 
+    def validate_rules(self, config: ConfigValues, rules: "SyncRules") -> List["RuleError"]:
+        """Check draft sync rules against the source; an empty list means valid.
+
+        The control plane activates a draft only when its agent answers it, so every
+        source answers. This default (a source that applies no rules, like the SDK's
+        runtime announces in its capabilities) accepts an empty draft and refuses each
+        basic rule and any advanced rules, saying so.
+        """
+        errors = [RuleError([r.id or "rule"], f"{self.service_type} sources do not apply basic sync rules")
+                  for r in rules.basic]
+        if rules.advanced is not None:
+            errors.append(RuleError(["advanced_snippet"],
+                                    f"{self.service_type} sources do not apply advanced sync rules"))
+        return errors
+
+
+@dataclass
+class BasicRule:
+    """One basic sync rule (``policy`` include/exclude, ``field``, ``rule``, ``value``)."""
+
+    id: str
+    policy: str
+    field: str
+    rule: str
+    value: str
+
+
+@dataclass
+class SyncRules:
+    """Draft sync rules: basic rules in order without the catch-all ``DEFAULT`` rule, and the
+    advanced rules (JSON, ``None`` when there are none)."""
+
+    basic: List[BasicRule] = field(default_factory=list)
+    advanced: Any = None
+
+
+@dataclass
+class RuleError:
+    """A problem with some rules (their ids, or ``advanced_snippet``), shown on the draft."""
+
+    ids: List[str]
+    message: str
+
 
 Document = Union[bytes, str, Mapping[str, Any]]
 
