@@ -493,7 +493,17 @@ draft() {{ grpcurl -plaintext -d '{{"connector_id":"my-connector-id"}}' $A ferry
             s.push_str("until_ok '[ \"$(newest_status)\" = SYNC_STATUS_COMPLETED ]'\n");
         }
         if block.contains("SyncJobService/DeleteSyncJob") {
-            s.push_str("until_ok '[ \"$(job_status $JOB)\" = SYNC_STATUS_CANCELED ]'\n");
+            s.push_str("until_ok 'case \"$(job_status $JOB)\" in SYNC_STATUS_CANCELED|SYNC_STATUS_COMPLETED) true;; *) false;; esac'\n");
+        }
+        if block.contains("SyncJobService/CancelSyncJob") {
+            // The demo's 622 documents may be indexed before the cancel
+            // arrives: then the README's answer is FAILED_PRECONDITION
+            // "already completed", and only that is accepted.
+            s.push_str(&format!(
+                "echo '=== README block {i}'\nif ! {{ {block}\n}} 2>cancel.err; then cat cancel.err >&2; \
+                 grep -q 'is already completed; only pending or running jobs can be canceled' cancel.err; fi\necho\n"
+            ));
+            continue;
         }
         s.push_str(&format!("echo '=== README block {i}'\n{block}\necho\n"));
         if block.contains("ConnectorService/UpdateFiltering") {
