@@ -568,7 +568,9 @@ impl World<'_> {
                 .find(|f| f.domain == "DEFAULT")
                 .and_then(|f| f.draft.as_ref())
                 .and_then(|d| d.validation.as_ref())
-                .map(|v| (v.state.clone(), v.errors.iter().flat_map(|e| e.messages.clone()).collect::<Vec<_>>()))
+                .map(|v| {
+                    (v.state.clone(), v.errors.iter().flat_map(|e| e.messages.clone()).collect::<Vec<_>>())
+                })
                 .unwrap_or_default()
         };
         let rule = proto::FilteringRule {
