@@ -36,7 +36,7 @@ impl AdminIdentities {
         let cn = common_name(first.as_ref()).ok_or_else(|| {
             Status::permission_denied("the client certificate has no Subject CN: admin identities are CNs")
         })?;
-        if self.allowed.iter().any(|a| *a == cn) {
+        if self.allowed.contains(&cn) {
             Ok(())
         } else {
             tracing::warn!(identity = %cn, "admin call refused: the identity is not in admin.tls.allowed_identities");
