@@ -18,13 +18,21 @@
 //!   bulk is refused (a proxy in front of osmem answers 429), committed
 //!   changes do not move `confirmed_flush_lsn` past them; once bulks pass,
 //!   they land and it moves.
-//! - `wal_level_replica_is_a_clear_error`, `a_user_without_replication_is_a_clear_error`:
-//!   the job fails with the setting to change and how.
+//! - `wal_level_replica_is_a_clear_error`, `a_user_without_replication_is_a_clear_error`,
+//!   `a_user_who_does_not_own_the_tables_is_told_who_must_create_the_publication` (and the
+//!   statement it gives works), `no_free_replication_slot_is_a_clear_error`: the job fails with
+//!   the setting to change and how.
+//! - `a_full_sync_is_refused_while_a_stream_runs_and_the_stream_continues_after_it`: one job
+//!   per index at a time; after the full sync the stream resumes from the cursor.
+//! - `deleting_the_connector_drops_its_slot_and_publication` (ReleaseConnector).
+//! - `schema_changes_do_not_stop_the_stream`: ADD/DROP/RENAME COLUMN mid-stream, and what
+//!   happens to changed and unchanged documents (README, *Incremental sync*).
 
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context};
 use ferry_tests::faults::{FaultPlan, FaultProxy};
+use ferry_tests::postgres::PgCluster;
 use ferry_tests::process::{json_i64, wait_until, Agent, ControlPlane};
 use ferry_tests::scenario::{metadata_u64, Admin, World, STEP, SYNC_JOBS};
 use serde_json::{json, Value};
@@ -581,4 +589,120 @@ async fn slot_and_publication(rig: &Rig) -> anyhow::Result<(i64, i64)> {
         .await?
         .get(0);
     Ok((slots, pubs))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_changes_do_not_stop_the_stream() {
+    let rig = Rig::logical("item").await;
+    run!(rig, |rig| async {
+        let stream = rig.create_incremental(true).await?;
+        rig.wait_count(20).await?;
+        let r: &Rig = rig;
+        let doc = |id: i64| async move { r.item(id).await?.with_context(|| format!("item {id}")) };
+        let wait_for = |what: &'static str, id: i64, column: &'static str, want: Value| async move {
+            wait_until(what, STEP, || async {
+                let d = r.item(id).await?;
+                Ok(d.filter(|d| field(d, column) == &want).map(|_| ()))
+            })
+            .await
+        };
+
+        // ADD COLUMN: rows written from then on carry it; unchanged documents do not.
+        rig.sql("ALTER TABLE item ADD COLUMN color text DEFAULT 'red'").await?;
+        rig.sql("UPDATE item SET color = 'blue' WHERE id = 2").await?;
+        rig.sql("INSERT INTO item (id, name, color) VALUES (21, 'new', 'green')").await?;
+        wait_for("item 21 with its color", 21, "color", json!("green")).await?;
+        wait_for("item 2 with its color", 2, "color", json!("blue")).await?;
+        ensure!(
+            field(&doc(3).await?, "color").is_null(),
+            "an unchanged document does not get the new column"
+        );
+
+        // DROP COLUMN: a changed row's document loses it, an unchanged one keeps it.
+        rig.sql("ALTER TABLE item DROP COLUMN price").await?;
+        rig.sql("UPDATE item SET name = 'after drop' WHERE id = 3").await?;
+        wait_for("item 3 after the drop", 3, "name", json!("after drop")).await?;
+        ensure!(field(&doc(3).await?, "price").is_null(), "a changed document loses the dropped column");
+        ensure!(!field(&doc(4).await?, "price").is_null(), "an unchanged document keeps the dropped column");
+
+        // RENAME COLUMN: a new field from then on; unchanged documents keep the old one.
+        rig.sql("ALTER TABLE item RENAME COLUMN name TO title").await?;
+        rig.sql("UPDATE item SET title = 'renamed column' WHERE id = 5").await?;
+        wait_for("item 5 with the renamed column", 5, "title", json!("renamed column")).await?;
+        ensure!(field(&doc(5).await?, "name").is_null(), "the changed document has only the new name");
+        ensure!(field(&doc(6).await?, "name") == "item 6", "an unchanged document keeps the old field");
+
+        // The stream still runs.
+        rig.sql("INSERT INTO item (id, title) VALUES (22, 'still streaming')").await?;
+        wait_for("item 22", 22, "title", json!("still streaming")).await?;
+        rig.sql("DELETE FROM item WHERE id = 7").await?;
+        rig.wait_count(21).await?;
+        let j = rig.admin.job(&stream).await?;
+        ensure!(j["status"] == "SYNC_STATUS_IN_PROGRESS", "{j}");
+        rig.cancel(&stream).await
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_who_does_not_own_the_tables_is_told_who_must_create_the_publication() {
+    let world = World::start_logical().expect("world");
+    world.pg.create_database(DB).await.unwrap();
+    world.pg.execute(DB, SCHEMA).await.unwrap();
+    world
+        .pg
+        .execute(
+            DB,
+            "CREATE ROLE streamer LOGIN REPLICATION PASSWORD 'streamer-pw'; \
+             GRANT SELECT ON ALL TABLES IN SCHEMA public TO streamer;",
+        )
+        .await
+        .unwrap();
+    let mut values = world.pg_values(DB);
+    values["tables"] = json!("item");
+    values["username"] = json!("streamer");
+    values["password"] = json!("streamer-pw");
+    let rig = Rig::start(world, None, values).await;
+    run!(rig, |rig| async {
+        let error = failed_error(rig).await?;
+        ensure!(
+            error.contains("CREATE PUBLICATION") && error.contains("own"),
+            "the error must say the tables' owner must create the publication, and how: {error}"
+        );
+        // Created by the owner as the message says, the stream runs.
+        let name = error.split("CREATE PUBLICATION ").nth(1).context("the statement")?;
+        let stmt: String = format!("CREATE PUBLICATION {}", name.split(';').next().unwrap_or_default());
+        rig.sql(&stmt).await.with_context(|| format!("run the statement the error gave: {stmt}"))?;
+        let stream = rig.create_incremental(true).await?;
+        rig.wait_count(20).await?;
+        rig.cancel(&stream).await
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_free_replication_slot_is_a_clear_error() {
+    let pg = PgCluster::start_with(&[
+        ("wal_level", "logical"),
+        ("max_replication_slots", "1"),
+        ("max_wal_senders", "5"),
+    ])
+    .expect("PostgreSQL");
+    let world = World::start_on(pg).expect("world");
+    world.pg.create_database(DB).await.unwrap();
+    world.pg.execute(DB, SCHEMA).await.unwrap();
+    world
+        .pg
+        .execute(DB, "SELECT pg_create_logical_replication_slot('someone_else', 'pgoutput')")
+        .await
+        .unwrap();
+    let mut values = world.pg_values(DB);
+    values["tables"] = json!("item");
+    let rig = Rig::start(world, None, values).await;
+    run!(rig, |rig| async {
+        let error = failed_error(rig).await?;
+        ensure!(
+            error.contains("max_replication_slots") && error.contains("pg_drop_replication_slot"),
+            "the error must say the slots are all used and how to free one or raise the limit: {error}"
+        );
+        Ok(())
+    });
 }
