@@ -86,9 +86,11 @@ impl PostgresSource {
         Self { limits }
     }
 
-    /// A connector's values, parsed, with this agent's limits.
+    /// A connector's values, with `env:`/`file:` references resolved
+    /// ([`crate::secrets`]), parsed, with this agent's limits.
     fn config(&self, values: &ConfigValues) -> Result<PostgresConfig, SourceError> {
-        let mut cfg = PostgresConfig::from_values(values)?;
+        let values = crate::secrets::resolve(values, &crate::secrets::SecretEnv::Process)?;
+        let mut cfg = PostgresConfig::from_values(&values)?;
         cfg.limits = self.limits;
         Ok(cfg)
     }
