@@ -29,9 +29,14 @@ async fn a_password_given_as_an_env_reference_syncs_and_never_reaches_elasticsea
         anyhow::ensure!(w.es.count("vault").await? == 30, "{done}");
 
         let password = w.pg.password();
-        let indices = w.es.request(reqwest::Method::GET, "_cat/indices?format=json&expand_wildcards=all", None).await?;
-        let names: Vec<String> =
-            indices.as_array().into_iter().flatten().filter_map(|i| i["index"].as_str().map(str::to_owned)).collect();
+        let indices =
+            w.es.request(reqwest::Method::GET, "_cat/indices?format=json&expand_wildcards=all", None).await?;
+        let names: Vec<String> = indices
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["index"].as_str().map(str::to_owned))
+            .collect();
         anyhow::ensure!(names.iter().any(|n| n == ".elastic-connectors-sync-jobs"), "indices: {names:?}");
         let mut saw_reference = false;
         let mut documents = 0;
@@ -45,7 +50,10 @@ async fn a_password_given_as_an_env_reference_syncs_and_never_reaches_elasticsea
             saw_reference |= text.contains("env:PG_PASSWORD");
         }
         println!("scanned {} indices, {documents} documents: no password", names.len());
-        anyhow::ensure!(saw_reference, "the reference was found in no index: the scan missed the connector documents");
+        anyhow::ensure!(
+            saw_reference,
+            "the reference was found in no index: the scan missed the connector documents"
+        );
         Ok::<_, anyhow::Error>(())
     }
     .await;
