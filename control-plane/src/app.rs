@@ -11,6 +11,11 @@ use crate::store::Stores;
 
 pub struct App {
     pub stores: Stores,
+    /// Connectors as last read (see `store::cache`): what sessions, the
+    /// dispatcher and the scheduler read instead of one GET each.
+    pub connector_cache: Arc<crate::store::cache::ConnectorCache>,
+    /// Connectors whose `last_seen` is due now (batched, see `registration`).
+    pub last_seen: crate::agents::registration::LastSeenQueue,
     pub bulk: BulkIndexer,
     pub registry: Arc<Registry>,
     pub jobs: JobSettings,

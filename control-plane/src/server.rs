@@ -89,6 +89,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         enrollment,
         revoked: Arc::new(crate::enrollment::Revoked::default()),
         stores: Stores::new(es),
+        connector_cache: Default::default(),
+        last_seen: Default::default(),
         bulk,
         registry: Arc::new(Registry::default()),
         jobs: config.jobs.clone(),
@@ -98,7 +100,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         shutdown: shutdown.clone(),
     });
 
+    // Sessions start from a complete picture of the connectors.
+    if let Err(e) = app.connector_cache.refresh(&app.stores.connectors).await {
+        tracing::warn!("reading the connectors failed (retrying in the background): {e}");
+    }
     let loops = TaskTracker::new();
+    loops.spawn(crate::store::cache::run_refresh(app.clone()));
+    loops.spawn(crate::agents::registration::run_last_seen(app.clone()));
     loops.spawn(crate::jobs::dispatcher::run_dispatcher(app.clone()));
     loops.spawn(crate::jobs::dispatcher::run_progress(app.clone()));
     loops.spawn(crate::jobs::scheduler::run_scheduler(app.clone()));

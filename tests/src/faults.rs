@@ -9,7 +9,10 @@
 //!   Those documents *were* indexed; a client re-sending them is idempotent (same `_id`), which is
 //!   exactly what a real partial rejection requires of it.
 //!
-//! Everything else is forwarded untouched. Counters tell the test what was injected.
+//! Everything else is forwarded untouched. Counters tell the test what was injected, and
+//! [`FaultProxy::requests`] counts every request by method and path (document ids folded into
+//! `{id}`), so a test can measure what a component costs its Elasticsearch
+//! (`FaultPlan::default()` injects nothing: a plain counting proxy).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -36,6 +39,8 @@ pub struct FaultPlan {
 /// What the proxy injected so far.
 #[derive(Debug, Default)]
 pub struct FaultCounters {
+    /// `"GET /.elastic-connectors/_doc/{id}"` → how many.
+    pub by_route: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
     pub bulk_requests: AtomicU64,
     pub rejected_requests: AtomicU64,
     pub rejected_items: AtomicU64,
@@ -90,6 +95,16 @@ impl FaultProxy {
         &self.counters
     }
 
+    /// Requests forwarded (or answered) so far, by route.
+    pub fn requests(&self) -> std::collections::BTreeMap<String, u64> {
+        self.counters.by_route.lock().expect("counter lock").clone()
+    }
+
+    /// All requests so far.
+    pub fn total_requests(&self) -> u64 {
+        self.requests().values().sum()
+    }
+
     pub fn rejected_requests(&self) -> u64 {
         self.counters.rejected_requests.load(Ordering::Relaxed)
     }
@@ -134,6 +149,13 @@ impl State {
         let body = body.collect().await?.to_bytes();
         let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         let is_bulk = parts.uri.path().ends_with("/_bulk");
+        *self
+            .counters
+            .by_route
+            .lock()
+            .expect("counter lock")
+            .entry(format!("{} {}", parts.method, route(parts.uri.path())))
+            .or_default() += 1;
         if is_bulk {
             let n = self.counters.bulk_requests.fetch_add(1, Ordering::Relaxed);
             let every = self.plan.reject_every_nth_bulk;
@@ -188,6 +210,18 @@ impl State {
         }
         Ok(out.body(Full::new(bytes))?)
     }
+}
+
+/// A path with document ids folded: `/idx/_doc/abc` → `/idx/_doc/{id}`
+/// (also `_update`, `_create`).
+pub fn route(path: &str) -> String {
+    let parts: Vec<&str> = path.split('/').collect();
+    let mut out = Vec::with_capacity(parts.len());
+    for (i, p) in parts.iter().enumerate() {
+        let after_doc = i > 0 && matches!(parts[i - 1], "_doc" | "_update" | "_create");
+        out.push(if after_doc { "{id}" } else { p });
+    }
+    out.join("/")
 }
 
 fn respond(status: u16, body: Value) -> Response<Full<Bytes>> {

@@ -3,7 +3,7 @@
 //! A control plane only holds its own agent sessions. So that grpcurl
 //! against any replica shows the whole fleet, each instance writes one
 //! document per live session into [`AGENTS_INDEX`] every
-//! [`RECORD_EVERY`], with an expiry ([`TTL`]); a session that ended (or whose
+//! [`RECORD_EVERY`] (all of them in one `_bulk`), with an expiry ([`TTL`]); a session that ended (or whose
 //! control plane died) drops out of the answers when its document expires
 //! and is deleted then. Answers merge this instance's live sessions (exact,
 //! now) with the other instances' unexpired documents.
@@ -18,12 +18,13 @@ use tonic::{Request, Response, Status};
 
 use crate::agents::registry::AgentSession;
 use crate::app::App;
-use crate::elasticsearch::{Concurrency, Refresh};
 use crate::error::Result;
 use crate::model::{now, to_proto_ts, Timestamp};
 
 pub use crate::store::indices::AGENTS_INDEX;
 pub const RECORD_EVERY: Duration = Duration::from_secs(5);
+/// Session records per `_bulk`.
+const RECORD_BULK: usize = 1_000;
 /// A session document not refreshed for this long is gone.
 pub const TTL: Duration = Duration::from_secs(20);
 
@@ -97,12 +98,11 @@ pub async fn run_recorder(app: Arc<App>) {
             _ = app.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        for s in app.registry.all() {
-            let r = AgentRecord::of(&app, &s);
-            if let Err(e) =
-                app.stores.es.put_doc(AGENTS_INDEX, &r.session_id, &r, Concurrency::Any, Refresh::No).await
-            {
-                tracing::warn!(agent_id = %r.agent_id, "recording the agent session failed: {e}");
+        // One `_bulk` per RECORD_BULK sessions, not one request each.
+        let records: Vec<AgentRecord> = app.registry.all().iter().map(|s| AgentRecord::of(&app, s)).collect();
+        for chunk in records.chunks(RECORD_BULK) {
+            if let Err(e) = record(&app, chunk).await {
+                tracing::warn!("recording {} agent sessions failed: {e}", chunk.len());
             }
         }
         let now_ms = (now().unix_timestamp_nanos() / 1_000_000) as i64;
@@ -111,6 +111,33 @@ pub async fn run_recorder(app: Arc<App>) {
             tracing::debug!("removing expired agent sessions failed: {e}");
         }
     }
+}
+
+/// Writes `records` with one `_bulk`; the first failed item is the error.
+async fn record(app: &App, records: &[AgentRecord]) -> Result<()> {
+    let mut body = String::new();
+    for r in records {
+        let action = serde_json::json!({"index": {"_index": AGENTS_INDEX, "_id": r.session_id}});
+        body.push_str(&action.to_string());
+        body.push('\n');
+        body.push_str(&serde_json::to_string(r).map_err(|e| crate::error::Error::Internal(e.to_string()))?);
+        body.push('\n');
+    }
+    let answer = app.stores.es.bulk_json(bytes::Bytes::from(body)).await?;
+    if answer["errors"].as_bool() == Some(true) {
+        let first = answer["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i.get("index"))
+            .find(|i| i.get("error").is_some())
+            .map(|i| i["error"].to_string())
+            .unwrap_or_default();
+        return Err(crate::error::Error::Internal(format!(
+            "Elasticsearch refused a session record: {first}"
+        )));
+    }
+    Ok(())
 }
 
 /// Every live session: this instance's, then the others' unexpired records.

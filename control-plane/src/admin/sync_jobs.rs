@@ -180,6 +180,21 @@ pub async fn create_job(
     trigger: TriggerMethod,
     continuous: bool,
 ) -> Result<Versioned<SyncJobDoc>> {
+    create_job_as(app, connector_id, job_type, trigger, continuous, None).await
+}
+
+/// [`create_job`] with a chosen id (`None`: a random one). The document is
+/// created with `op_type=create`: an id that exists already is
+/// `Error::Aborted` and nothing is written (the scheduler relies on this to
+/// create each scheduled run exactly once, see `jobs::scheduler`).
+pub async fn create_job_as(
+    app: &App,
+    connector_id: &str,
+    job_type: JobType,
+    trigger: TriggerMethod,
+    continuous: bool,
+    id: Option<String>,
+) -> Result<Versioned<SyncJobDoc>> {
     let connector = match app.stores.connectors.get(connector_id).await? {
         Some(c) if !c.doc.deleted => c,
         _ => {
@@ -233,7 +248,7 @@ pub async fn create_job(
         ferry: crate::model::sync_job::JobFerry { continuous, ..Default::default() },
         ..Default::default()
     };
-    let id = uuid::Uuid::new_v4().simple().to_string()[..20].to_owned();
+    let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()[..20].to_owned());
     let seq_no = app.stores.jobs.create(&id, &doc).await?;
     tracing::info!(job_id = %id, connector_id = %connector.id, job_type = job_type.as_str(), "sync job created");
     app.registry.changed.notify_waiters();

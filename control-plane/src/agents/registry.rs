@@ -66,8 +66,6 @@ pub struct SessionState {
     pub last_heartbeat: Option<Timestamp>,
     /// connector id → revision whose check this session asked for or answered.
     pub validations: HashMap<String, ValidationState>,
-    /// connector id → when this session last wrote `last_seen`.
-    pub last_seen_written: HashMap<String, std::time::Instant>,
     pub refused: std::collections::HashSet<String>,
     /// connector id → draft sync rules revision this session was asked to check.
     pub filtering_checks: HashMap<String, (String, std::time::Instant)>,

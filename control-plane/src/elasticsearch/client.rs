@@ -525,6 +525,53 @@ impl EsClient {
         resp.ok()?.json()
     }
 
+    /// `POST /{index}/_mget` of `ids`: the documents found, with their
+    /// concurrency tokens (missing ids are left out). Real time, as a GET.
+    pub async fn mget<T: DeserializeOwned>(
+        &self,
+        index: &str,
+        ids: &[String],
+    ) -> Result<Vec<VersionedDoc<T>>, EsError> {
+        let body = to_json(&serde_json::json!({ "ids": ids }))?;
+        let resp = self.send(Method::POST, &[index, "_mget"], &[], Some((JSON, body))).await?;
+        #[derive(Deserialize)]
+        struct Doc<T> {
+            #[serde(rename = "_id")]
+            id: String,
+            #[serde(default)]
+            found: bool,
+            #[serde(rename = "_source")]
+            source: Option<T>,
+            #[serde(rename = "_seq_no")]
+            seq_no: Option<i64>,
+            #[serde(rename = "_primary_term")]
+            primary_term: Option<i64>,
+        }
+        #[derive(Deserialize)]
+        struct Resp<T> {
+            docs: Vec<Doc<T>>,
+        }
+        let r: Resp<T> = resp.ok()?.json()?;
+        Ok(r.docs
+            .into_iter()
+            .filter(|d| d.found)
+            .filter_map(|d| {
+                Some(VersionedDoc {
+                    id: d.id,
+                    source: d.source?,
+                    seq_no: SeqNo { seq_no: d.seq_no?, primary_term: d.primary_term? },
+                })
+            })
+            .collect())
+    }
+
+    /// `POST /_bulk` of small control documents (not the content path, which
+    /// goes through the bulk indexer): the parsed answer, whose `items` the
+    /// caller reads one by one.
+    pub async fn bulk_json(&self, body: Bytes) -> Result<serde_json::Value, EsError> {
+        self.bulk_raw(&[], body).await?.ok()?.json()
+    }
+
     /// `POST /_bulk` with an NDJSON body; the raw answer (status + body) for the bulk indexer,
     /// which parses items itself.
     pub(crate) async fn bulk_raw(&self, query: &[(&str, &str)], body: Bytes) -> Result<RawResponse, EsError> {

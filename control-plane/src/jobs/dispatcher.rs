@@ -76,7 +76,12 @@ async fn dispatch_once(app: &App) -> Result<()> {
     for hit in pending.hits {
         let connector_id = hit.source.connector.id.clone();
         if !connectors.contains_key(&connector_id) {
-            let doc = app.stores.connectors.get(&connector_id).await?.map(|c| c.doc);
+            // The cached copy (at most one refresh old) is enough to choose
+            // an agent: the claim below is what is checked under concurrency.
+            let doc = match app.connector_cache.get(&connector_id) {
+                Some(c) => Some(c.doc),
+                None => app.stores.connectors.get(&connector_id).await?.map(|c| c.doc),
+            };
             connectors.insert(connector_id.clone(), doc);
         }
         let Some(Some(connector)) = connectors.get(&connector_id) else { continue };

@@ -11,12 +11,18 @@
 //! fire time after the connector's `last_sync_scheduled_at`
 //! (`last_incremental_sync_scheduled_at`, `last_access_control_sync_scheduled_at`)
 //! that is not in the future. The
-//! instance that moves that field forward with an optimistic-concurrency
-//! write (`DocStore::update`, which re-reads and re-decides after losing a
-//! race) is the one that creates the job, so with several control planes a
-//! scheduled run is created exactly once. A due run is skipped (and the
-//! field still moved) while a job of the connector is pending or running: a
-//! slow sync does not pile up scheduled ones behind it.
+//! A run is created *before* its claim, under an id derived from the
+//! connector, the job type and the fire time ([`scheduled_job_id`]) with
+//! `op_type=create`; only then is the field moved forward with an
+//! optimistic-concurrency write (`DocStore::update`). So the job and the
+//! claim are one recoverable step: every instance that sees the run due
+//! computes the same id, the first creation wins and the others get a
+//! conflict, and an instance that dies between creating and claiming leaves
+//! the run due for the next instance (or its own restart), which finds the
+//! job already there and only claims. A scheduled run is neither lost nor
+//! created twice. A due run is skipped (and the field still moved) while a
+//! job of the connector is pending or running: a slow sync does not pile up
+//! scheduled ones behind it.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -100,17 +106,18 @@ pub async fn run_scheduler(app: Arc<App>) {
     }
 }
 
+/// A cached connector, named as the search hits this loop used to read.
+struct Hit {
+    id: String,
+    source: ConnectorDoc,
+}
+
 async fn schedule_once(app: &App) -> Result<()> {
-    let res = app
-        .stores
-        .connectors
-        .search(&serde_json::json!({
-            "size": 1000,
-            "query": {"bool": {"must_not": [{"term": {"deleted": true}}]}}
-        }))
-        .await?;
+    // From the connector cache: no request unless a run is due.
+    let connectors = app.connector_cache.all();
     let t = now();
-    for hit in res.hits {
+    for hit in connectors.into_iter().filter(|c| !c.doc.deleted) {
+        let hit = Hit { id: hit.id, source: hit.doc };
         for job_type in [JobType::Full, JobType::Incremental, JobType::AccessControl] {
             let mut c = hit.source.clone();
             // As Elastic's service: access-control syncs only for sources
@@ -137,22 +144,37 @@ async fn schedule_once(app: &App) -> Result<()> {
             ) {
                 continue;
             }
-            if !claim(app, &hit.id, job_type, observed, t).await? {
-                continue; // another control plane scheduled this run
-            }
-            if connector_has_open_job(app, &hit.id).await? {
-                tracing::info!(connector_id = %hit.id, job_type = job_type.as_str(),
-                    "scheduled sync skipped: a sync of this connector is still pending or running");
+            let Some(fire) = observed.and_then(|o| schedule.next_after(o)) else { continue };
+            let job_id = scheduled_job_id(&hit.id, job_type, fire);
+            if connector_has_open_job(app, &hit.id, &job_id).await? {
+                if claim(app, &hit.id, job_type, observed, t).await? {
+                    tracing::info!(connector_id = %hit.id, job_type = job_type.as_str(),
+                        "scheduled sync skipped: a sync of this connector is still pending or running");
+                }
                 continue;
             }
-            match crate::admin::sync_jobs::create_job(app, &hit.id, job_type, TriggerMethod::Scheduled, false)
-                .await
+            match crate::admin::sync_jobs::create_job_as(
+                app,
+                &hit.id,
+                job_type,
+                TriggerMethod::Scheduled,
+                false,
+                Some(job_id.clone()),
+            )
+            .await
             {
                 Ok(job) => {
                     tracing::info!(connector_id = %hit.id, job_id = %job.id, job_type = job_type.as_str(), "scheduled sync created")
                 }
-                Err(e) => tracing::warn!(connector_id = %hit.id, "creating a scheduled sync failed: {e}"),
+                // Created by another instance, or by this one before a crash.
+                Err(Error::Aborted(_)) => {}
+                Err(e) => {
+                    // Not claimed: the run stays due and is tried again.
+                    tracing::warn!(connector_id = %hit.id, "creating a scheduled sync failed: {e}");
+                    continue;
+                }
             }
+            claim(app, &hit.id, job_type, observed, t).await?;
         }
     }
     Ok(())
@@ -179,22 +201,42 @@ async fn claim(
             Ok(Change::Write(true))
         })
         .await?;
-    Ok(matches!(won, Some((_, true))))
+    match won {
+        Some((written, true)) => {
+            // Seen at once by the next check (no second claim attempt).
+            app.connector_cache.put(written);
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
 }
 
-async fn connector_has_open_job(app: &App, connector_id: &str) -> Result<bool> {
+/// A job of the connector other than `except` (the run being scheduled,
+/// which may exist already) is pending or running.
+async fn connector_has_open_job(app: &App, connector_id: &str, except: &str) -> Result<bool> {
     let open = app
         .stores
         .jobs
         .search(&serde_json::json!({
             "size": 1,
-            "query": {"bool": {"filter": [
-                {"term": {"connector.id": connector_id}},
-                {"terms": {"status": ["pending", "in_progress", "canceling"]}}
-            ]}}
+            "query": {"bool": {
+                "filter": [
+                    {"term": {"connector.id": connector_id}},
+                    {"terms": {"status": ["pending", "in_progress", "canceling"]}}
+                ],
+                "must_not": [{"ids": {"values": [except]}}]
+            }}
         }))
         .await?;
     Ok(!open.hits.is_empty())
+}
+
+/// The id of the scheduled run of `job_type` on `connector_id` that fires
+/// at `fire`: the same on every instance, so creating it twice conflicts.
+pub fn scheduled_job_id(connector_id: &str, job_type: JobType, fire: Timestamp) -> String {
+    use md5::{Digest, Md5};
+    let key = format!("{connector_id}\0{}\0{}", job_type.as_str(), fire.unix_timestamp_nanos());
+    format!("s{}", &hex::encode(Md5::digest(key.as_bytes()))[..19])
 }
 
 /// Validates a schedule entry's interval for the admin API.
@@ -250,6 +292,17 @@ mod tests {
         assert!(!is_due(&every5, last, at("2026-01-01T00:00:09Z")));
         assert!(is_due(&every5, last, at("2026-01-01T00:00:10Z")));
         assert!(is_due(&every5, None, at("2026-01-01T00:00:09Z")));
+    }
+
+    #[test]
+    fn a_scheduled_run_has_one_id_everywhere() {
+        let t = at("2026-01-01T00:00:10Z");
+        let a = scheduled_job_id("shop", JobType::Full, t);
+        assert_eq!(a, scheduled_job_id("shop", JobType::Full, t), "deterministic");
+        assert_eq!(a.len(), 20);
+        assert_ne!(a, scheduled_job_id("shop", JobType::Incremental, t));
+        assert_ne!(a, scheduled_job_id("shop", JobType::Full, at("2026-01-01T00:00:20Z")));
+        assert_ne!(a, scheduled_job_id("shop2", JobType::Full, t));
     }
 
     #[test]

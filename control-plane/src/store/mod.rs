@@ -6,6 +6,7 @@
 //! read-modify-write loop: it re-reads and re-applies the change when
 //! another writer got there first.
 
+pub mod cache;
 pub mod indices;
 
 use std::marker::PhantomData;
