@@ -447,19 +447,25 @@ impl ConnectorService for Connectors {
         if !r.index_name.is_empty() {
             filter.push(serde_json::json!({"term": {"index_name": r.index_name}}));
         }
-        let size = if r.size <= 0 { 100 } else { r.size.min(1000) };
-        let res = self
-            .app
-            .stores
-            .connectors
-            .search(&serde_json::json!({
-                "size": size, "from": r.from.max(0), "seq_no_primary_term": true,
-                "track_total_hits": true,
-                "query": {"bool": {"filter": filter}},
-                "sort": [{"name": {"order": "asc"}}]
-            }))
-            .await
-            .map_err(Status::from)?;
+        let size = super::page::size(r.size);
+        let after = super::page::decode(&r.page_token)?;
+        // (name, index_name): both indexed keywords on either distribution;
+        // a connector is one index's, so the pair is unique in practice.
+        let mut body = serde_json::json!({
+            "size": size, "seq_no_primary_term": true,
+            "track_total_hits": true,
+            "query": {"bool": {"filter": filter}},
+            "sort": [{"name": {"order": "asc"}}, {"index_name": {"order": "asc"}}]
+        });
+        match after {
+            Some(a) => body["search_after"] = serde_json::Value::Array(a),
+            None => body["from"] = serde_json::json!(r.from.max(0)),
+        }
+        let res = self.app.stores.connectors.search(&body).await.map_err(Status::from)?;
+        let next_page_token = match res.hits.last().and_then(|h| h.sort.clone()) {
+            Some(s) if res.hits.len() == size => super::page::encode(&s),
+            _ => String::new(),
+        };
         let connectors = res
             .hits
             .into_iter()
@@ -468,7 +474,7 @@ impl ConnectorService for Connectors {
                 convert::connector(&Versioned { id: h.id, doc: h.source, seq_no })
             })
             .collect();
-        Ok(Response::new(proto::ListConnectorsResponse { connectors, count: res.total as i64 }))
+        Ok(Response::new(proto::ListConnectorsResponse { connectors, count: res.total as i64, next_page_token }))
     }
 
     async fn delete_connector(

@@ -151,7 +151,7 @@ pub async fn fleet(app: &App) -> Result<Vec<AgentRecord>> {
         .search::<AgentRecord>(
             AGENTS_INDEX,
             &serde_json::json!({
-                "size": 1000,
+                "size": 10_000,
                 "query": {"bool": {
                     "filter": [{"range": {"expires_at_ms": {"gte": now_ms}}}],
                     "must_not": [{"term": {"control_plane": app.instance_id}}]
@@ -190,10 +190,32 @@ impl Fleet {
 impl FleetService for Fleet {
     async fn list_agents(
         &self,
-        _request: Request<proto::ListAgentsRequest>,
+        request: Request<proto::ListAgentsRequest>,
     ) -> Result<Response<proto::ListAgentsResponse>, Status> {
-        let agents = fleet(&self.app).await?.iter().map(AgentRecord::to_proto).collect();
-        Ok(Response::new(proto::ListAgentsResponse { agents }))
+        let r = request.into_inner();
+        let size = super::page::size(r.size);
+        let after = super::page::decode(&r.page_token)?;
+        let all = fleet(&self.app).await?;
+        let count = all.len() as i64;
+        // `fleet` answers sorted by (agent_id, session_id): the page starts
+        // after the token's pair.
+        let start = match after.as_deref() {
+            Some([serde_json::Value::String(a), serde_json::Value::String(s)]) => {
+                all.partition_point(|x| (x.agent_id.as_str(), x.session_id.as_str()) <= (a.as_str(), s.as_str()))
+            }
+            Some(_) => return Err(crate::error::Error::invalid("page_token", "not a ListAgents token").into()),
+            None => 0,
+        };
+        let page: Vec<&AgentRecord> = all[start..].iter().take(size).collect();
+        let next_page_token = match page.last() {
+            Some(last) if start + page.len() < all.len() => super::page::encode(&[
+                serde_json::json!(last.agent_id),
+                serde_json::json!(last.session_id),
+            ]),
+            _ => String::new(),
+        };
+        let agents = page.into_iter().map(AgentRecord::to_proto).collect();
+        Ok(Response::new(proto::ListAgentsResponse { agents, next_page_token, count }))
     }
 
     async fn create_enrollment_token(

@@ -7,6 +7,7 @@ pub mod convert;
 pub mod elsewhere;
 pub mod fleet;
 pub mod identity;
+pub mod page;
 pub mod settings;
 pub mod sync_jobs;
 pub mod validate;

@@ -338,19 +338,26 @@ impl SyncJobService for SyncJobs {
             };
             filter.push(serde_json::json!({"term": {"job_type": t}}));
         }
-        let size = if r.size <= 0 { 100 } else { r.size.min(1000) };
-        let res = self
-            .app
-            .stores
-            .jobs
-            .search(&serde_json::json!({
-                "size": size, "from": r.from.max(0), "track_total_hits": true,
-                "query": {"bool": {"filter": filter}},
-                "sort": [{"created_at": {"order": "desc"}}]
-            }))
-            .await?;
+        let size = super::page::size(r.size);
+        let after = super::page::decode(&r.page_token)?;
+        // Newest first; connector.id breaks ties of jobs created in one
+        // millisecond (jobs of one connector are not created that fast).
+        let mut body = serde_json::json!({
+            "size": size, "track_total_hits": true,
+            "query": {"bool": {"filter": filter}},
+            "sort": [{"created_at": {"order": "desc"}}, {"connector.id": {"order": "asc"}}]
+        });
+        match after {
+            Some(a) => body["search_after"] = serde_json::Value::Array(a),
+            None => body["from"] = serde_json::json!(r.from.max(0)),
+        }
+        let res = self.app.stores.jobs.search(&body).await?;
+        let next_page_token = match res.hits.last().and_then(|h| h.sort.clone()) {
+            Some(s) if res.hits.len() == size => super::page::encode(&s),
+            _ => String::new(),
+        };
         let sync_jobs = res.hits.iter().map(|h| convert::sync_job_view(&h.id, &h.source, full)).collect();
-        Ok(Response::new(proto::ListSyncJobsResponse { sync_jobs, count: res.total as i64 }))
+        Ok(Response::new(proto::ListSyncJobsResponse { sync_jobs, count: res.total as i64, next_page_token }))
     }
 
     async fn cancel_sync_job(

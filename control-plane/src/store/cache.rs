@@ -112,8 +112,8 @@ impl ConnectorCache {
     pub async fn refresh(&self, store: &Connectors) -> Result<usize> {
         let mut seen: HashMap<String, SeqNo> = HashMap::new();
         // One page is the common case and needs no sort. Past MAX_CONNECTORS
-        // the pages sort by `created_at` (indexed on both distributions) and
-        // continue with `search_after`.
+        // the pages sort by (name, index_name) (indexed keywords on both
+        // distributions) and continue with `search_after`.
         let mut sorted = false;
         let mut after: Option<Vec<serde_json::Value>> = None;
         loop {
@@ -123,7 +123,7 @@ impl ConnectorCache {
                 "query": {"match_all": {}},
             });
             if sorted {
-                body["sort"] = serde_json::json!([{"created_at": {"order": "asc"}}]);
+                body["sort"] = serde_json::json!([{"name": {"order": "asc"}}, {"index_name": {"order": "asc"}}]);
             }
             if let Some(a) = &after {
                 body["search_after"] = serde_json::Value::Array(a.clone());

@@ -241,25 +241,29 @@ class WatchConnectorResponse(_message.Message):
     def __init__(self, connector: _Optional[_Union[Connector, _Mapping]] = ...) -> None: ...
 
 class ListConnectorsRequest(_message.Message):
-    __slots__ = ("size", "service_type", "index_name", "include_deleted")
+    __slots__ = ("size", "service_type", "index_name", "include_deleted", "page_token")
     SIZE_FIELD_NUMBER: _ClassVar[int]
     FROM_FIELD_NUMBER: _ClassVar[int]
     SERVICE_TYPE_FIELD_NUMBER: _ClassVar[int]
     INDEX_NAME_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_DELETED_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     size: int
     service_type: str
     index_name: str
     include_deleted: bool
-    def __init__(self, size: _Optional[int] = ..., service_type: _Optional[str] = ..., index_name: _Optional[str] = ..., include_deleted: _Optional[bool] = ..., **kwargs) -> None: ...
+    page_token: str
+    def __init__(self, size: _Optional[int] = ..., service_type: _Optional[str] = ..., index_name: _Optional[str] = ..., include_deleted: _Optional[bool] = ..., page_token: _Optional[str] = ..., **kwargs) -> None: ...
 
 class ListConnectorsResponse(_message.Message):
-    __slots__ = ("connectors", "count")
+    __slots__ = ("connectors", "count", "next_page_token")
     CONNECTORS_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     connectors: _containers.RepeatedCompositeFieldContainer[Connector]
     count: int
-    def __init__(self, connectors: _Optional[_Iterable[_Union[Connector, _Mapping]]] = ..., count: _Optional[int] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, connectors: _Optional[_Iterable[_Union[Connector, _Mapping]]] = ..., count: _Optional[int] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class DeleteConnectorRequest(_message.Message):
     __slots__ = ("connector_id", "delete_sync_jobs")

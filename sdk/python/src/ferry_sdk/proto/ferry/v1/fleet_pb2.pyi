@@ -36,14 +36,22 @@ class AgentInfo(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., session_id: _Optional[str] = ..., version: _Optional[str] = ..., address: _Optional[str] = ..., hostname: _Optional[str] = ..., connected_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., connectors: _Optional[_Iterable[str]] = ..., running_job_ids: _Optional[_Iterable[str]] = ..., max_concurrent_jobs: _Optional[int] = ..., control_plane: _Optional[str] = ...) -> None: ...
 
 class ListAgentsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("size", "page_token")
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    size: int
+    page_token: str
+    def __init__(self, size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListAgentsResponse(_message.Message):
-    __slots__ = ("agents",)
+    __slots__ = ("agents", "next_page_token", "count")
     AGENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
     agents: _containers.RepeatedCompositeFieldContainer[AgentInfo]
-    def __init__(self, agents: _Optional[_Iterable[_Union[AgentInfo, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    count: int
+    def __init__(self, agents: _Optional[_Iterable[_Union[AgentInfo, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
 
 class GetConnectorAgentsRequest(_message.Message):
     __slots__ = ("connector_id",)

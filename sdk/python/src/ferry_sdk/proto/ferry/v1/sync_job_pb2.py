@@ -27,7 +27,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x66\x65rry/v1/sync_job.proto\x12\x08\x66\x65rry.v1\x1a\x18\x66\x65rry/v1/connector.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbb\x02\n\x10SyncJobConnector\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nindex_name\x18\x02 \x01(\t\x12\x14\n\x0cservice_type\x18\x03 \x01(\t\x12\x10\n\x08language\x18\x04 \x01(\t\x12\x44\n\rconfiguration\x18\x05 \x03(\x0b\x32-.ferry.v1.SyncJobConnector.ConfigurationEntry\x12&\n\tfiltering\x18\x06 \x03(\x0b\x32\x13.ferry.v1.Filtering\x12$\n\x08pipeline\x18\x07 \x01(\x0b\x32\x12.ferry.v1.Pipeline\x1aK\n\x12\x43onfigurationEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12$\n\x05value\x18\x02 \x01(\x0b\x32\x15.ferry.v1.ConfigField:\x02\x38\x01\"\xf1\x05\n\x07SyncJob\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0c\x63onnector_id\x18\x02 \x01(\t\x12#\n\x08job_type\x18\x03 \x01(\x0e\x32\x11.ferry.v1.JobType\x12/\n\x0etrigger_method\x18\x04 \x01(\x0e\x32\x17.ferry.v1.TriggerMethod\x12$\n\x06status\x18\x05 \x01(\x0e\x32\x14.ferry.v1.SyncStatus\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tlast_seen\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x63ompleted_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12<\n\x18\x63\x61ncelation_requested_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63\x61nceled_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1e\n\x16indexed_document_count\x18\r \x01(\x03\x12\x1f\n\x17indexed_document_volume\x18\x0e \x01(\x03\x12\x1e\n\x16\x64\x65leted_document_count\x18\x0f \x01(\x03\x12\x1c\n\x14total_document_count\x18\x10 \x01(\x03\x12\x17\n\x0fworker_hostname\x18\x11 \x01(\t\x12)\n\x08metadata\x18\x12 \x01(\x0b\x32\x17.google.protobuf.Struct\x12-\n\tconnector\x18\x13 \x01(\x0b\x32\x1a.ferry.v1.SyncJobConnector\x12\x17\n\x0f\x64ocs_per_second\x18\x14 \x01(\x01\"e\n\x14\x43reateSyncJobRequest\x12\x14\n\x0c\x63onnector_id\x18\x01 \x01(\t\x12#\n\x08job_type\x18\x02 \x01(\x0e\x32\x11.ferry.v1.JobType\x12\x12\n\ncontinuous\x18\x03 \x01(\x08\"<\n\x15\x43reateSyncJobResponse\x12#\n\x08sync_job\x18\x01 \x01(\x0b\x32\x11.ferry.v1.SyncJob\"M\n\x11GetSyncJobRequest\x12\x13\n\x0bsync_job_id\x18\x01 \x01(\t\x12#\n\x04view\x18\x02 \x01(\x0e\x32\x15.ferry.v1.SyncJobView\"9\n\x12GetSyncJobResponse\x12#\n\x08sync_job\x18\x01 \x01(\x0b\x32\x11.ferry.v1.SyncJob\"\xb7\x01\n\x13ListSyncJobsRequest\x12\x14\n\x0c\x63onnector_id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x05\x12\x0c\n\x04\x66rom\x18\x03 \x01(\x05\x12$\n\x06status\x18\x04 \x01(\x0e\x32\x14.ferry.v1.SyncStatus\x12#\n\x08job_type\x18\x05 \x01(\x0e\x32\x11.ferry.v1.JobType\x12#\n\x04view\x18\x06 \x01(\x0e\x32\x15.ferry.v1.SyncJobView\"K\n\x14ListSyncJobsResponse\x12$\n\tsync_jobs\x18\x01 \x03(\x0b\x32\x11.ferry.v1.SyncJob\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"+\n\x14\x43\x61ncelSyncJobRequest\x12\x13\n\x0bsync_job_id\x18\x01 \x01(\t\"<\n\x15\x43\x61ncelSyncJobResponse\x12#\n\x08sync_job\x18\x01 \x01(\x0b\x32\x11.ferry.v1.SyncJob\"+\n\x14\x44\x65leteSyncJobRequest\x12\x13\n\x0bsync_job_id\x18\x01 \x01(\t\"-\n\x15\x44\x65leteSyncJobResponse\x12\x14\n\x0c\x61\x63knowledged\x18\x01 \x01(\x08\"O\n\x13WatchSyncJobRequest\x12\x13\n\x0bsync_job_id\x18\x01 \x01(\t\x12#\n\x04view\x18\x02 \x01(\x0e\x32\x15.ferry.v1.SyncJobView\";\n\x14WatchSyncJobResponse\x12#\n\x08sync_job\x18\x01 \x01(\x0b\x32\x11.ferry.v1.SyncJob*_\n\x0bSyncJobView\x12\x1d\n\x19SYNC_JOB_VIEW_UNSPECIFIED\x10\x00\x12\x19\n\x15SYNC_JOB_VIEW_SUMMARY\x10\x01\x12\x16\n\x12SYNC_JOB_VIEW_FULL\x10\x02*m\n\x07JobType\x12\x18\n\x14JOB_TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rJOB_TYPE_FULL\x10\x01\x12\x18\n\x14JOB_TYPE_INCREMENTAL\x10\x02\x12\x1b\n\x17JOB_TYPE_ACCESS_CONTROL\x10\x03*k\n\rTriggerMethod\x12\x1e\n\x1aTRIGGER_METHOD_UNSPECIFIED\x10\x00\x12\x1c\n\x18TRIGGER_METHOD_ON_DEMAND\x10\x01\x12\x1c\n\x18TRIGGER_METHOD_SCHEDULED\x10\x02\x32\xef\x03\n\x0eSyncJobService\x12P\n\rCreateSyncJob\x12\x1e.ferry.v1.CreateSyncJobRequest\x1a\x1f.ferry.v1.CreateSyncJobResponse\x12G\n\nGetSyncJob\x12\x1b.ferry.v1.GetSyncJobRequest\x1a\x1c.ferry.v1.GetSyncJobResponse\x12M\n\x0cListSyncJobs\x12\x1d.ferry.v1.ListSyncJobsRequest\x1a\x1e.ferry.v1.ListSyncJobsResponse\x12P\n\rCancelSyncJob\x12\x1e.ferry.v1.CancelSyncJobRequest\x1a\x1f.ferry.v1.CancelSyncJobResponse\x12P\n\rDeleteSyncJob\x12\x1e.ferry.v1.DeleteSyncJobRequest\x1a\x1f.ferry.v1.DeleteSyncJobResponse\x12O\n\x0cWatchSyncJob\x12\x1d.ferry.v1.WatchSyncJobRequest\x1a\x1e.ferry.v1.WatchSyncJobResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x66\x65rry/v1/sync_job.proto\x12\x08\x66\x65rry.v1\x1a\x18\x66\x65rry/v1/connector.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbb\x02\n\x10SyncJobConnector\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nindex_name\x18\x02 \x01(\t\x12\x14\n\x0cservice_type\x18\x03 \x01(\t\x12\x10\n\x08language\x18\x04 \x01(\t\x12\x44\n\rconfiguration\x18\x05 \x03(\x0b\x32-.ferry.v1.SyncJobConnector.ConfigurationEntry\x12&\n\tfiltering\x18\x06 \x03(\x0b\x32\x13.ferry.v1.Filtering\x12$\n\x08pipeline\x18\x07 \x01(\x0b\x32\x12.ferry.v1.Pipeline\x1aK\n\x12\x43onfigurationEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12$\n\x05value\x18\x02 \x01(\x0b\x32\x15.ferry.v1.ConfigField:\x02\x38\x01\"\xf1\x05\n\x07SyncJob\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0c\x63onnector_id\x18\x02 \x01(\t\x12#\n\x08job_type\x18\x03 \x01(\x0e\x32\x11.ferry.v1.JobType\x12/\n\x0etrigger_method\x18\x04 \x01(\x0e\x32\x17.ferry.v1.TriggerMethod\x12$\n\x06status\x18\x05 \x01(\x0e\x32\x14.ferry.v1.SyncStatus\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tlast_seen\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x63ompleted_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12<\n\x18\x63\x61ncelation_requested_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63\x61nceled_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1e\n\x16indexed_document_count\x18\r \x01(\x03\x12\x1f\n\x17indexed_document_volume\x18\x0e \x01(\x03\x12\x1e\n\x16\x64\x65leted_document_count\x18\x0f \x01(\x03\x12\x1c\n\x14total_document_count\x18\x10 \x01(\x03\x12\x17\n\x0fworker_hostname\x18\x11 \x01(\t\x12)\n\x08metadata\x18\x12 \x01(\x0b\x32\x17.google.protobuf.Struct\x12-\n\tconnector\x18\x13 \x01(\x0b\x32\x1a.ferry.v1.SyncJobConnector\x12\x17\n\x0f\x64ocs_per_second\x18\x14 \x01(\x01\"e\n\x14\x43reateSyncJobRequest\x12\x14\n\x0c\x63onnector_id\x18\x01 \x01(\t\x12#\n\x08job_type\x18\x02 \x01(\x0e\x32\x11.ferry.v1.JobType\x12\x12\n\ncontinuous\x18\x03 \x01(\x08\"<\n\x15\x43reateSyncJobResponse\x12#\n\x08sync_job\x18\x01 \x01(\x0b\x32\x11.ferry.v1.SyncJob\"M\n\x11GetSyncJobRequest\x12\x13\n\x0bsync_job_id\x18\x01 \x01(\t\x12#\n\x04view\x18\x02 \x01(\x0e\x32\x15.ferry.v1.SyncJobView\"9\n\x12GetSyncJobResponse\x12#\n\x08sync_job\x18\x01 \x01(\x0b\x32\x11.ferry.v1.SyncJob\"\xcb\x01\n\x13ListSyncJobsRequest\x12\x14\n\x0c\x63onnector_id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x05\x12\x0c\n\x04\x66rom\x18\x03 \x01(\x05\x12$\n\x06status\x18\x04 \x01(\x0e\x32\x14.ferry.v1.SyncStatus\x12#\n\x08job_type\x18\x05 \x01(\x0e\x32\x11.ferry.v1.JobType\x12#\n\x04view\x18\x06 \x01(\x0e\x32\x15.ferry.v1.SyncJobView\x12\x12\n\npage_token\x18\x07 \x01(\t\"d\n\x14ListSyncJobsResponse\x12$\n\tsync_jobs\x18\x01 \x03(\x0b\x32\x11.ferry.v1.SyncJob\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"+\n\x14\x43\x61ncelSyncJobRequest\x12\x13\n\x0bsync_job_id\x18\x01 \x01(\t\"<\n\x15\x43\x61ncelSyncJobResponse\x12#\n\x08sync_job\x18\x01 \x01(\x0b\x32\x11.ferry.v1.SyncJob\"+\n\x14\x44\x65leteSyncJobRequest\x12\x13\n\x0bsync_job_id\x18\x01 \x01(\t\"-\n\x15\x44\x65leteSyncJobResponse\x12\x14\n\x0c\x61\x63knowledged\x18\x01 \x01(\x08\"O\n\x13WatchSyncJobRequest\x12\x13\n\x0bsync_job_id\x18\x01 \x01(\t\x12#\n\x04view\x18\x02 \x01(\x0e\x32\x15.ferry.v1.SyncJobView\";\n\x14WatchSyncJobResponse\x12#\n\x08sync_job\x18\x01 \x01(\x0b\x32\x11.ferry.v1.SyncJob*_\n\x0bSyncJobView\x12\x1d\n\x19SYNC_JOB_VIEW_UNSPECIFIED\x10\x00\x12\x19\n\x15SYNC_JOB_VIEW_SUMMARY\x10\x01\x12\x16\n\x12SYNC_JOB_VIEW_FULL\x10\x02*m\n\x07JobType\x12\x18\n\x14JOB_TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rJOB_TYPE_FULL\x10\x01\x12\x18\n\x14JOB_TYPE_INCREMENTAL\x10\x02\x12\x1b\n\x17JOB_TYPE_ACCESS_CONTROL\x10\x03*k\n\rTriggerMethod\x12\x1e\n\x1aTRIGGER_METHOD_UNSPECIFIED\x10\x00\x12\x1c\n\x18TRIGGER_METHOD_ON_DEMAND\x10\x01\x12\x1c\n\x18TRIGGER_METHOD_SCHEDULED\x10\x02\x32\xef\x03\n\x0eSyncJobService\x12P\n\rCreateSyncJob\x12\x1e.ferry.v1.CreateSyncJobRequest\x1a\x1f.ferry.v1.CreateSyncJobResponse\x12G\n\nGetSyncJob\x12\x1b.ferry.v1.GetSyncJobRequest\x1a\x1c.ferry.v1.GetSyncJobResponse\x12M\n\x0cListSyncJobs\x12\x1d.ferry.v1.ListSyncJobsRequest\x1a\x1e.ferry.v1.ListSyncJobsResponse\x12P\n\rCancelSyncJob\x12\x1e.ferry.v1.CancelSyncJobRequest\x1a\x1f.ferry.v1.CancelSyncJobResponse\x12P\n\rDeleteSyncJob\x12\x1e.ferry.v1.DeleteSyncJobRequest\x1a\x1f.ferry.v1.DeleteSyncJobResponse\x12O\n\x0cWatchSyncJob\x12\x1d.ferry.v1.WatchSyncJobRequest\x1a\x1e.ferry.v1.WatchSyncJobResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,12 +36,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SYNCJOBCONNECTOR_CONFIGURATIONENTRY']._loaded_options = None
   _globals['_SYNCJOBCONNECTOR_CONFIGURATIONENTRY']._serialized_options = b'8\001'
-  _globals['_SYNCJOBVIEW']._serialized_start=2107
-  _globals['_SYNCJOBVIEW']._serialized_end=2202
-  _globals['_JOBTYPE']._serialized_start=2204
-  _globals['_JOBTYPE']._serialized_end=2313
-  _globals['_TRIGGERMETHOD']._serialized_start=2315
-  _globals['_TRIGGERMETHOD']._serialized_end=2422
+  _globals['_SYNCJOBVIEW']._serialized_start=2152
+  _globals['_SYNCJOBVIEW']._serialized_end=2247
+  _globals['_JOBTYPE']._serialized_start=2249
+  _globals['_JOBTYPE']._serialized_end=2358
+  _globals['_TRIGGERMETHOD']._serialized_start=2360
+  _globals['_TRIGGERMETHOD']._serialized_end=2467
   _globals['_SYNCJOBCONNECTOR']._serialized_start=127
   _globals['_SYNCJOBCONNECTOR']._serialized_end=442
   _globals['_SYNCJOBCONNECTOR_CONFIGURATIONENTRY']._serialized_start=367
@@ -57,21 +57,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSYNCJOBRESPONSE']._serialized_start=1444
   _globals['_GETSYNCJOBRESPONSE']._serialized_end=1501
   _globals['_LISTSYNCJOBSREQUEST']._serialized_start=1504
-  _globals['_LISTSYNCJOBSREQUEST']._serialized_end=1687
-  _globals['_LISTSYNCJOBSRESPONSE']._serialized_start=1689
-  _globals['_LISTSYNCJOBSRESPONSE']._serialized_end=1764
-  _globals['_CANCELSYNCJOBREQUEST']._serialized_start=1766
-  _globals['_CANCELSYNCJOBREQUEST']._serialized_end=1809
-  _globals['_CANCELSYNCJOBRESPONSE']._serialized_start=1811
-  _globals['_CANCELSYNCJOBRESPONSE']._serialized_end=1871
-  _globals['_DELETESYNCJOBREQUEST']._serialized_start=1873
-  _globals['_DELETESYNCJOBREQUEST']._serialized_end=1916
-  _globals['_DELETESYNCJOBRESPONSE']._serialized_start=1918
-  _globals['_DELETESYNCJOBRESPONSE']._serialized_end=1963
-  _globals['_WATCHSYNCJOBREQUEST']._serialized_start=1965
-  _globals['_WATCHSYNCJOBREQUEST']._serialized_end=2044
-  _globals['_WATCHSYNCJOBRESPONSE']._serialized_start=2046
-  _globals['_WATCHSYNCJOBRESPONSE']._serialized_end=2105
-  _globals['_SYNCJOBSERVICE']._serialized_start=2425
-  _globals['_SYNCJOBSERVICE']._serialized_end=2920
+  _globals['_LISTSYNCJOBSREQUEST']._serialized_end=1707
+  _globals['_LISTSYNCJOBSRESPONSE']._serialized_start=1709
+  _globals['_LISTSYNCJOBSRESPONSE']._serialized_end=1809
+  _globals['_CANCELSYNCJOBREQUEST']._serialized_start=1811
+  _globals['_CANCELSYNCJOBREQUEST']._serialized_end=1854
+  _globals['_CANCELSYNCJOBRESPONSE']._serialized_start=1856
+  _globals['_CANCELSYNCJOBRESPONSE']._serialized_end=1916
+  _globals['_DELETESYNCJOBREQUEST']._serialized_start=1918
+  _globals['_DELETESYNCJOBREQUEST']._serialized_end=1961
+  _globals['_DELETESYNCJOBRESPONSE']._serialized_start=1963
+  _globals['_DELETESYNCJOBRESPONSE']._serialized_end=2008
+  _globals['_WATCHSYNCJOBREQUEST']._serialized_start=2010
+  _globals['_WATCHSYNCJOBREQUEST']._serialized_end=2089
+  _globals['_WATCHSYNCJOBRESPONSE']._serialized_start=2091
+  _globals['_WATCHSYNCJOBRESPONSE']._serialized_end=2150
+  _globals['_SYNCJOBSERVICE']._serialized_start=2470
+  _globals['_SYNCJOBSERVICE']._serialized_end=2965
 # @@protoc_insertion_point(module_scope)

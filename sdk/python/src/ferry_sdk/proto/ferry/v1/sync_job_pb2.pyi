@@ -141,27 +141,31 @@ class GetSyncJobResponse(_message.Message):
     def __init__(self, sync_job: _Optional[_Union[SyncJob, _Mapping]] = ...) -> None: ...
 
 class ListSyncJobsRequest(_message.Message):
-    __slots__ = ("connector_id", "size", "status", "job_type", "view")
+    __slots__ = ("connector_id", "size", "status", "job_type", "view", "page_token")
     CONNECTOR_ID_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     FROM_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     JOB_TYPE_FIELD_NUMBER: _ClassVar[int]
     VIEW_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     connector_id: str
     size: int
     status: _connector_pb2.SyncStatus
     job_type: JobType
     view: SyncJobView
-    def __init__(self, connector_id: _Optional[str] = ..., size: _Optional[int] = ..., status: _Optional[_Union[_connector_pb2.SyncStatus, str]] = ..., job_type: _Optional[_Union[JobType, str]] = ..., view: _Optional[_Union[SyncJobView, str]] = ..., **kwargs) -> None: ...
+    page_token: str
+    def __init__(self, connector_id: _Optional[str] = ..., size: _Optional[int] = ..., status: _Optional[_Union[_connector_pb2.SyncStatus, str]] = ..., job_type: _Optional[_Union[JobType, str]] = ..., view: _Optional[_Union[SyncJobView, str]] = ..., page_token: _Optional[str] = ..., **kwargs) -> None: ...
 
 class ListSyncJobsResponse(_message.Message):
-    __slots__ = ("sync_jobs", "count")
+    __slots__ = ("sync_jobs", "count", "next_page_token")
     SYNC_JOBS_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     sync_jobs: _containers.RepeatedCompositeFieldContainer[SyncJob]
     count: int
-    def __init__(self, sync_jobs: _Optional[_Iterable[_Union[SyncJob, _Mapping]]] = ..., count: _Optional[int] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, sync_jobs: _Optional[_Iterable[_Union[SyncJob, _Mapping]]] = ..., count: _Optional[int] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class CancelSyncJobRequest(_message.Message):
     __slots__ = ("sync_job_id",)
