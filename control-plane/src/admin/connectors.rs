@@ -474,7 +474,11 @@ impl ConnectorService for Connectors {
                 convert::connector(&Versioned { id: h.id, doc: h.source, seq_no })
             })
             .collect();
-        Ok(Response::new(proto::ListConnectorsResponse { connectors, count: res.total as i64, next_page_token }))
+        Ok(Response::new(proto::ListConnectorsResponse {
+            connectors,
+            count: res.total as i64,
+            next_page_token,
+        }))
     }
 
     async fn delete_connector(

@@ -200,18 +200,19 @@ impl FleetService for Fleet {
         // `fleet` answers sorted by (agent_id, session_id): the page starts
         // after the token's pair.
         let start = match after.as_deref() {
-            Some([serde_json::Value::String(a), serde_json::Value::String(s)]) => {
-                all.partition_point(|x| (x.agent_id.as_str(), x.session_id.as_str()) <= (a.as_str(), s.as_str()))
+            Some([serde_json::Value::String(a), serde_json::Value::String(s)]) => all.partition_point(|x| {
+                (x.agent_id.as_str(), x.session_id.as_str()) <= (a.as_str(), s.as_str())
+            }),
+            Some(_) => {
+                return Err(crate::error::Error::invalid("page_token", "not a ListAgents token").into())
             }
-            Some(_) => return Err(crate::error::Error::invalid("page_token", "not a ListAgents token").into()),
             None => 0,
         };
         let page: Vec<&AgentRecord> = all[start..].iter().take(size).collect();
         let next_page_token = match page.last() {
-            Some(last) if start + page.len() < all.len() => super::page::encode(&[
-                serde_json::json!(last.agent_id),
-                serde_json::json!(last.session_id),
-            ]),
+            Some(last) if start + page.len() < all.len() => {
+                super::page::encode(&[serde_json::json!(last.agent_id), serde_json::json!(last.session_id)])
+            }
             _ => String::new(),
         };
         let agents = page.into_iter().map(AgentRecord::to_proto).collect();

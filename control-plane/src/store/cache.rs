@@ -123,7 +123,8 @@ impl ConnectorCache {
                 "query": {"match_all": {}},
             });
             if sorted {
-                body["sort"] = serde_json::json!([{"name": {"order": "asc"}}, {"index_name": {"order": "asc"}}]);
+                body["sort"] =
+                    serde_json::json!([{"name": {"order": "asc"}}, {"index_name": {"order": "asc"}}]);
             }
             if let Some(a) = &after {
                 body["search_after"] = serde_json::Value::Array(a.clone());
