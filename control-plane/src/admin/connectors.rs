@@ -452,7 +452,8 @@ impl ConnectorService for Connectors {
         // (name, index_name): both indexed keywords on either distribution;
         // a connector is one index's, so the pair is unique in practice.
         let mut body = serde_json::json!({
-            "size": size, "seq_no_primary_term": true,
+            // One more than asked: tells whether a next page exists.
+            "size": size + 1, "seq_no_primary_term": true,
             "track_total_hits": true,
             "query": {"bool": {"filter": filter}},
             "sort": [{"name": {"order": "asc"}}, {"index_name": {"order": "asc"}}]
@@ -462,9 +463,12 @@ impl ConnectorService for Connectors {
             None => body["from"] = serde_json::json!(r.from.max(0)),
         }
         let res = self.app.stores.connectors.search(&body).await.map_err(Status::from)?;
-        let next_page_token = match res.hits.last().and_then(|h| h.sort.clone()) {
-            Some(s) if res.hits.len() == size => super::page::encode(&s),
-            _ => String::new(),
+        let mut res = res;
+        let next_page_token = if res.hits.len() > size {
+            res.hits.truncate(size);
+            res.hits.last().and_then(|h| h.sort.clone()).map(|s| super::page::encode(&s)).unwrap_or_default()
+        } else {
+            String::new()
         };
         let connectors = res
             .hits

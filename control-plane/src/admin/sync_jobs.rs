@@ -343,7 +343,8 @@ impl SyncJobService for SyncJobs {
         // Newest first; connector.id breaks ties of jobs created in one
         // millisecond (jobs of one connector are not created that fast).
         let mut body = serde_json::json!({
-            "size": size, "track_total_hits": true,
+            // One more than asked: tells whether a next page exists.
+            "size": size + 1, "track_total_hits": true,
             "query": {"bool": {"filter": filter}},
             "sort": [{"created_at": {"order": "desc"}}, {"connector.id": {"order": "asc"}}]
         });
@@ -352,9 +353,12 @@ impl SyncJobService for SyncJobs {
             None => body["from"] = serde_json::json!(r.from.max(0)),
         }
         let res = self.app.stores.jobs.search(&body).await?;
-        let next_page_token = match res.hits.last().and_then(|h| h.sort.clone()) {
-            Some(s) if res.hits.len() == size => super::page::encode(&s),
-            _ => String::new(),
+        let mut res = res;
+        let next_page_token = if res.hits.len() > size {
+            res.hits.truncate(size);
+            res.hits.last().and_then(|h| h.sort.clone()).map(|s| super::page::encode(&s)).unwrap_or_default()
+        } else {
+            String::new()
         };
         let sync_jobs = res.hits.iter().map(|h| convert::sync_job_view(&h.id, &h.source, full)).collect();
         Ok(Response::new(proto::ListSyncJobsResponse { sync_jobs, count: res.total as i64, next_page_token }))
