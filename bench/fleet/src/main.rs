@@ -81,7 +81,12 @@ async fn run_agent(
     let (tx, rx) = mpsc::channel::<proto::AgentMessage>(16);
     let schema: HashMap<String, proto::ConfigField> = [(
         "note".to_owned(),
-        proto::ConfigField { label: "Note".into(), r#type: "str".into(), required: false, ..Default::default() },
+        proto::ConfigField {
+            label: "Note".into(),
+            r#type: "str".into(),
+            required: false,
+            ..Default::default()
+        },
     )]
     .into();
     let hello = proto::Hello {
@@ -99,8 +104,11 @@ async fn run_agent(
         max_concurrent_jobs: 1,
     };
     tx.send(proto::AgentMessage { message: Some(In::Hello(hello)) }).await?;
-    let mut inbound =
-        client.session(tokio_stream::wrappers::ReceiverStream::new(rx)).await.context("session")?.into_inner();
+    let mut inbound = client
+        .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .context("session")?
+        .into_inner();
     let hb = tx.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -115,7 +123,12 @@ async fn run_agent(
     while let Some(msg) = inbound.message().await? {
         match msg.message {
             Some(Out::ValidateConfiguration(v)) => {
-                seen.lock().unwrap().validations.entry(v.connector_id.clone()).or_default().push(Instant::now());
+                seen.lock()
+                    .unwrap()
+                    .validations
+                    .entry(v.connector_id.clone())
+                    .or_default()
+                    .push(Instant::now());
                 let r = proto::ValidationResult {
                     connector_id: v.connector_id,
                     revision: v.revision,
@@ -165,8 +178,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 async fn count_connected(es: &Osmem) -> anyhow::Result<u64> {
-    let r = es.search(".elastic-connectors", &json!({"size": 0, "track_total_hits": true,
-        "query": {"term": {"status": "connected"}}})).await?;
+    let r = es
+        .search(
+            ".elastic-connectors",
+            &json!({"size": 0, "track_total_hits": true,
+        "query": {"term": {"status": "connected"}}}),
+        )
+        .await?;
     Ok(r["hits"]["total"]["value"].as_u64().unwrap_or(0))
 }
 
@@ -186,15 +204,19 @@ async fn main() -> anyhow::Result<()> {
 
     // Connectors, written as Kibana would (not through the proxy).
     let http = reqwest::Client::new();
-    let ids: Vec<String> = (0..a.agents).flat_map(|g| (0..a.connectors).map(move |c| connector_id(g, c))).collect();
+    let ids: Vec<String> =
+        (0..a.agents).flat_map(|g| (0..a.connectors).map(move |c| connector_id(g, c))).collect();
     for chunk in ids.chunks(1000) {
         let mut body = String::new();
         for id in chunk {
             body.push_str(&json!({"index": {"_index": ".elastic-connectors", "_id": id}}).to_string());
             body.push('\n');
-            body.push_str(&json!({"name": id, "index_name": format!("idx-{id}"), "service_type": "sim",
+            body.push_str(
+                &json!({"name": id, "index_name": format!("idx-{id}"), "service_type": "sim",
                 "status": "created", "is_native": false, "configuration": {}, "filtering": [],
-                "scheduling": {}, "deleted": false}).to_string());
+                "scheduling": {}, "deleted": false})
+                .to_string(),
+            );
             body.push('\n');
         }
         let r: Value = http
@@ -272,12 +294,14 @@ async fn main() -> anyhow::Result<()> {
 
     let admin = format!("http://{}", cp.admin_addr());
     // Configuration change → the agent's ValidateConfiguration.
-    let mut connectors = proto::connector_service_client::ConnectorServiceClient::connect(admin.clone()).await?;
+    let mut connectors =
+        proto::connector_service_client::ConnectorServiceClient::connect(admin.clone()).await?;
     let target = connector_id(a.agents / 2, 0);
     let before_checks = seen.lock().unwrap().validations.get(&target).map(|v| v.len()).unwrap_or(0);
-    let values = [("note".to_owned(), prost_types::Value {
-        kind: Some(prost_types::value::Kind::StringValue("changed".into())),
-    })]
+    let values = [(
+        "note".to_owned(),
+        prost_types::Value { kind: Some(prost_types::value::Kind::StringValue("changed".into())) },
+    )]
     .into();
     connectors
         .update_configuration(proto::UpdateConfigurationRequest { connector_id: target.clone(), values })
