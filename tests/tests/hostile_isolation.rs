@@ -9,7 +9,10 @@
 //! - an agent serving another connector cannot validate or activate a
 //!   connector's draft sync rules (`FilteringResult`);
 //! - an agent re-registering a schema with `sensitive: false` does not
-//!   un-redact a stored secret in `GetConnector`/`ListConnectors`.
+//!   un-redact a stored secret in `GetConnector`/`ListConnectors`;
+//! - an agent that never sends sequence 1 (while sending many batches with
+//!   4 MiB checkpoints) gets its run ended with a clear error, and the
+//!   control plane's memory (VmRSS) stays bounded.
 
 use std::time::{Duration, Instant};
 
@@ -550,6 +553,94 @@ async fn an_agent_cannot_lower_the_sensitivity_of_a_stored_secret() {
         let l = admin.call(&format!("{CONNECTORS}/ListConnectors"), json!({})).await?;
         ensure!(l.to_string().contains("sens"), "ListConnectors: {l}");
         ensure!(!l.to_string().contains(SECRET), "ListConnectors shows the secret");
+        if !cp.service.is_running() {
+            bail!("the control plane died");
+        }
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    if let Err(e) = result {
+        panic!("{e:?}");
+    }
+}
+
+fn vm_rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
+    line.split_whitespace().nth(1).context("VmRSS value")?.parse().context("VmRSS number")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_sequence_ends_the_run_and_memory_stays_bounded() {
+    let world = World::start().expect("PostgreSQL, osmem, PKI");
+    let mut cp = world.start_control_plane().expect("control plane");
+    let admin = Admin::new(&world.grpc, cp.admin_addr());
+    let result = async {
+        let pid = cp.service.pid().context("control plane pid")?;
+        admin.put_connector("gap", "gap").await?;
+        let mut agent =
+            RawAgent::connect(&world, &cp, "agent-gap", hello(vec![offer("gap", "postgresql")]), None).await?;
+        connect_connector(&admin, &mut agent, "gap").await?;
+        let job = admin.create_job("gap").await?;
+        let a = agent.assignment().await?;
+        ensure!(a.job_id == job, "{a:?}");
+        let before = vm_rss_kib(pid)?;
+        // Sequences 2..=61, never 1, each with a 4 MiB checkpoint.
+        let checkpoint = vec![b'c'; 4 * 1024 * 1024];
+        for seq in 2..=61u64 {
+            let mut b = batch(&a, seq, 1);
+            if let Out::Batch(b) = &mut b {
+                b.checkpoint = checkpoint.clone();
+            }
+            agent.send(b).await?;
+        }
+        let cancel = tokio::time::timeout(
+            Duration::from_secs(60),
+            agent.serve_until(|m| match m {
+                In::CancelJob(c) => Some(c.clone()),
+                _ => None,
+            }),
+        )
+        .await
+        .context("the run was not ended")??;
+        eprintln!("the agent was told: {}", cancel.reason);
+        ensure!(cancel.reason.contains("sequence 2 where 1 was due"), "{cancel:?}");
+        let j = wait_until("the job to fail", Duration::from_secs(30), || async {
+            let j = admin.job(&job).await?;
+            Ok((j["status"] == "SYNC_STATUS_ERROR").then_some(j))
+        })
+        .await?;
+        ensure!(j["error"].as_str().unwrap_or_default().contains("without gaps"), "{j}");
+        // The session goes on: the connector's next job runs.
+        let next = admin.create_job("gap").await?;
+        let b = tokio::time::timeout(Duration::from_secs(30), agent.assignment()).await.context("no job")??;
+        ensure!(b.job_id == next, "{b:?}");
+        agent.send(batch(&b, 1, 3)).await?;
+        agent
+            .serve_until(|m| match m {
+                In::BatchAck(k) if k.job_id == next => Some(()),
+                _ => None,
+            })
+            .await?;
+        agent
+            .send(Out::JobFinished(proto::JobFinished {
+                job_id: b.job_id.clone(),
+                lease_id: b.lease_id.clone(),
+                last_sequence: 1,
+                outcome: Some(proto::job_finished::Outcome::Completed(proto::JobCompleted {})),
+                metadata: None,
+            }))
+            .await?;
+        admin.wait_completed(&next, Duration::from_secs(30)).await?;
+        // The stream is read in order: every batch of the attack was read
+        // before the next job's batch was acknowledged.
+        let after = vm_rss_kib(pid)?;
+        eprintln!(
+            "control plane VmRSS: {} MiB before, {} MiB after 60 batches with 4 MiB checkpoints (240 MiB sent)",
+            before / 1024,
+            after / 1024
+        );
+        ensure!(after < before + 100 * 1024, "VmRSS grew from {before} KiB to {after} KiB");
         if !cp.service.is_running() {
             bail!("the control plane died");
         }

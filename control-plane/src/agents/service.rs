@@ -21,6 +21,7 @@ use super::identity::agent_id_from_cert;
 use super::registry::{AgentSession, Offer, SessionState, OUTBOUND_QUEUE};
 use crate::app::App;
 use crate::jobs::dispatcher::send_cancel;
+use crate::jobs::ingest::{BatchRefused, JobRun};
 use crate::jobs::lifecycle;
 use crate::model::{now, ConfigEntry};
 
@@ -266,7 +267,7 @@ async fn on_batch(
     let s = session.clone();
     let r = run.clone();
     let window = app.jobs.max_unacked_batches;
-    run.accept(batch, &app.bulk, window, move |result| {
+    let accepted = run.accept(batch, &app.bulk, window, move |result| {
         async move {
             match result {
                 Ok(ack) => {
@@ -283,6 +284,31 @@ async fn on_batch(
             }
         }
         .boxed()
-    })
-    .map_err(|e| e.to_string())
+    });
+    match accepted {
+        Ok(()) => Ok(()),
+        Err(e @ BatchRefused::WindowExceeded(_)) => Err(e.to_string()),
+        Err(BatchRefused::Violation(reason)) => {
+            end_run(app, session, &run, &reason).await;
+            Ok(())
+        }
+    }
+}
+
+/// Ends a run in error because of what its agent sent: its in-flight
+/// batches are dropped (memory back at once), the job fails with `reason`,
+/// and the agent is told to stop. Its later batches carry a lease this
+/// session no longer holds and are dropped; the session goes on.
+async fn end_run(app: &Arc<App>, session: &Arc<AgentSession>, run: &Arc<JobRun>, reason: &str) {
+    tracing::error!(job_id = %run.job_id, agent_id = %session.agent_id, "{reason}");
+    run.set_fatal(reason.to_owned());
+    run.abandon_in_flight();
+    session.jobs.lock().expect("jobs lock").remove(&run.job_id);
+    if run.mark_cancel_sent() {
+        send_cancel(session, &run.job_id, &run.lease_id, reason);
+    }
+    if let Err(e) = lifecycle::fail_job(app, &run.job_id, &run.lease_id, reason).await {
+        tracing::warn!(job_id = %run.job_id, "failing the job failed (its lease will expire): {e}");
+    }
+    app.registry.changed.notify_waiters();
 }

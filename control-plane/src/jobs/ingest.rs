@@ -56,6 +56,12 @@ pub const OVERLOAD_PATIENCE: Duration = Duration::from_secs(600);
 /// Pause between two rounds of an overloaded batch (plus jitter).
 const OVERLOAD_PAUSE: Duration = Duration::from_secs(15);
 
+/// Largest checkpoint a batch may carry. Checkpoints are positions (a
+/// primary key, an LSN); the persisted one is written to the job document
+/// every 2 s, and up to a window of them are held until the acknowledged
+/// prefix reaches them.
+pub const MAX_CHECKPOINT_BYTES: usize = 64 * 1024;
+
 /// A job running on this instance.
 pub struct JobRun {
     pub job_id: String,
@@ -74,6 +80,12 @@ pub struct JobRun {
     /// job's bulks name an ingest pipeline, spliced into every indexed document.
     extra_fields: Vec<u8>,
     window: Arc<Semaphore>,
+    /// Sequence of the last batch taken (batches arrive 1, 2, 3... per lease).
+    last_sequence: Mutex<u64>,
+    /// Bytes (`id` + `source`) of the batches taken and not yet acknowledged.
+    unacked_bytes: Arc<std::sync::atomic::AtomicU64>,
+    /// The byte window: `max_unacked_batches × max_batch_bytes`.
+    max_unacked_bytes: u64,
     /// In-flight bulk requests of this job.
     pub tracker: TaskTracker,
     /// Abandons the in-flight bulk requests (a canceled job does not wait
@@ -134,6 +146,19 @@ impl RunStats {
     }
 }
 
+/// Returns a batch's bytes to the byte window when the batch is done
+/// (acknowledged, failed or abandoned).
+struct UnackedBytes {
+    counter: Arc<std::sync::atomic::AtomicU64>,
+    bytes: u64,
+}
+
+impl Drop for UnackedBytes {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(self.bytes, Ordering::SeqCst);
+    }
+}
+
 fn bulk_op(op: i32) -> BulkOp {
     match proto::DocumentOp::try_from(op) {
         Ok(proto::DocumentOp::Update) => BulkOp::Update,
@@ -171,8 +196,12 @@ fn segments(documents: Vec<proto::Document>) -> Vec<Segment> {
 /// Why a batch was not taken.
 #[derive(Debug, thiserror::Error)]
 pub enum BatchRefused {
+    /// Ends the session (`sdk/PROTOCOL.md` §5).
     #[error("the agent exceeded its flow-control window of {0} unacknowledged batches")]
     WindowExceeded(u32),
+    /// Ends the run in error: what the agent sent cannot be kept bounded.
+    #[error("{0}")]
+    Violation(String),
 }
 
 impl JobRun {
@@ -186,6 +215,7 @@ impl JobRun {
         incremental: bool,
         generation: i64,
         window: u32,
+        max_batch_bytes: u32,
         carried: RunStats,
         pipeline: Option<(String, &serde_json::Value)>,
     ) -> Self {
@@ -205,6 +235,9 @@ impl JobRun {
             cursor_written: Mutex::new(None),
             extra_fields,
             window: Arc::new(Semaphore::new(window as usize)),
+            last_sequence: Mutex::new(0),
+            unacked_bytes: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            max_unacked_bytes: u64::from(window) * u64::from(max_batch_bytes),
             tracker: TaskTracker::new(),
             abandon: CancellationToken::new(),
             stats: Mutex::new(carried),
@@ -241,8 +274,12 @@ impl JobRun {
             + Send
             + 'static,
     ) -> Result<(), BatchRefused> {
+        let bytes = self.admit(&batch)?;
         let permit =
             self.window.clone().try_acquire_owned().map_err(|_| BatchRefused::WindowExceeded(window_size))?;
+        *self.last_sequence.lock().expect("sequence lock") = batch.sequence;
+        self.unacked_bytes.fetch_add(bytes, Ordering::SeqCst);
+        let unacked = UnackedBytes { counter: self.unacked_bytes.clone(), bytes };
         let run = self.clone();
         let bulk = bulk.with_pipeline(self.pipeline.clone());
         // Registered here, in arrival (= sequence) order, not in the task.
@@ -312,10 +349,48 @@ impl JobRun {
             // its next batch the moment it reads the ack, and that batch must
             // find room in the window (or the agent would be cut off for a
             // flow-control violation it did not commit).
+            drop(unacked);
             drop(permit);
             on_done(result).await;
         });
         Ok(())
+    }
+
+    /// The checks that keep what a run holds bounded whatever the agent
+    /// sends; returns the batch's bytes. Sequences must be 1, 2, 3... without
+    /// gaps (so at most a window of acknowledged batches wait for a lower
+    /// one), checkpoints at most [`MAX_CHECKPOINT_BYTES`], and the bytes
+    /// unacknowledged within the announced byte window (`max_unacked_batches
+    /// × max_batch_bytes`; a bigger batch only when nothing else is
+    /// unacknowledged).
+    fn admit(&self, batch: &proto::DocumentBatch) -> Result<u64, BatchRefused> {
+        let expected = *self.last_sequence.lock().expect("sequence lock") + 1;
+        if batch.sequence != expected {
+            return Err(BatchRefused::Violation(format!(
+                "the agent sent batch sequence {} where {expected} was due: sequences are 1, 2, 3... per \
+                 lease, without gaps (sdk/PROTOCOL.md §4); the run is ended",
+                batch.sequence
+            )));
+        }
+        if batch.checkpoint.len() > MAX_CHECKPOINT_BYTES {
+            return Err(BatchRefused::Violation(format!(
+                "the agent sent a checkpoint of {} bytes with batch {}: at most {MAX_CHECKPOINT_BYTES} bytes \
+                 are kept; the run is ended",
+                batch.checkpoint.len(),
+                batch.sequence
+            )));
+        }
+        let bytes: u64 = batch.documents.iter().map(|d| (d.id.len() + d.source.len()) as u64).sum();
+        let unacked = self.unacked_bytes.load(Ordering::SeqCst);
+        if unacked > 0 && unacked + bytes > self.max_unacked_bytes {
+            return Err(BatchRefused::Violation(format!(
+                "the agent exceeded its flow-control byte window: batch {} of {bytes} bytes sent with {unacked} \
+                 bytes unacknowledged (window: {} bytes = max_unacked_batches × max_batch_bytes; a larger \
+                 batch may only be sent alone, sdk/PROTOCOL.md §5); the run is ended",
+                batch.sequence, self.max_unacked_bytes
+            )));
+        }
+        Ok(bytes)
     }
 
     /// Applies a batch's segments in order. `None` when the run was abandoned.
@@ -471,6 +546,7 @@ mod tests {
                 false,
                 7,
                 4,
+                100,
                 RunStats::default(),
                 p,
             )
@@ -485,6 +561,55 @@ mod tests {
         let without = new(None);
         assert_eq!(without.pipeline, None);
         assert_eq!(spliced(&without), serde_json::json!({"_ferry_sync_generation": 7}));
+    }
+
+    fn run() -> JobRun {
+        JobRun::new(
+            "j".into(),
+            "l".into(),
+            "c".into(),
+            "i".into(),
+            true,
+            false,
+            1,
+            2,
+            100,
+            RunStats::default(),
+            None,
+        )
+    }
+
+    fn batch(sequence: u64, bytes: usize, checkpoint: usize) -> proto::DocumentBatch {
+        proto::DocumentBatch {
+            sequence,
+            documents: vec![proto::Document {
+                id: "x".into(),
+                source: vec![b'a'; bytes - 1].into(),
+                ..Default::default()
+            }],
+            checkpoint: vec![b'c'; checkpoint],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn admission_keeps_a_run_bounded() {
+        let r = run();
+        assert!(
+            matches!(r.admit(&batch(2, 10, 0)), Err(BatchRefused::Violation(m)) if m.contains("2 where 1"))
+        );
+        assert!(
+            matches!(r.admit(&batch(1, 10, MAX_CHECKPOINT_BYTES + 1)), Err(BatchRefused::Violation(m)) if m.contains("checkpoint"))
+        );
+        // Byte window 2 × 100: one batch over it alone is fine...
+        assert_eq!(r.admit(&batch(1, 500, 0)).unwrap(), 500);
+        // ...but not next to unacknowledged bytes.
+        r.unacked_bytes.store(150, Ordering::SeqCst);
+        *r.last_sequence.lock().unwrap() = 1;
+        assert_eq!(r.admit(&batch(2, 50, 0)).unwrap(), 50);
+        assert!(
+            matches!(r.admit(&batch(2, 51, 0)), Err(BatchRefused::Violation(m)) if m.contains("byte window"))
+        );
     }
 
     #[test]

@@ -97,6 +97,7 @@ pub async fn claim_and_assign(app: &App, session: &Arc<AgentSession>, job_id: &s
         doc.job_type == JobType::Incremental,
         doc.ferry.sync_generation.unwrap_or_default(),
         app.jobs.max_unacked_batches,
+        app.jobs.max_batch_bytes,
         carried,
         pipeline.map(|name| (name, &doc.connector.pipeline)),
     ));

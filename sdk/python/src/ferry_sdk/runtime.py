@@ -333,7 +333,7 @@ class _Session:
             with self.lock:
                 r = self.jobs.get(ack.job_id)
             if r is not None and r.lease_id == ack.lease_id and r.sender is not None:
-                r.sender.acknowledged()
+                r.sender.acknowledged(ack.sequence)
         elif kind == "cancel_job":
             with self.lock:
                 r = self.jobs.get(msg.cancel_job.job_id)

@@ -226,6 +226,11 @@ class DocumentSender:
         self.max_batch_bytes = max(flow.max_batch_bytes, 1024)
         self.max_batch_documents = max(flow.max_batch_documents, 1)
         self._unacked = 0
+        # Bytes (id + source) of each unacknowledged batch, by sequence: the
+        # control plane ends a run whose unacknowledged bytes exceed
+        # max_unacked_batches x max_batch_bytes (a bigger batch only alone).
+        self._unacked_bytes: Dict[int, int] = {}
+        self.window_bytes = self.window_size * self.max_batch_bytes
         self._cond = threading.Condition()
         self._session_lost = session_lost
         self._batch: List[agent_pb2.Document] = []
@@ -279,11 +284,14 @@ class DocumentSender:
         if not self._batch:
             return
         with self._cond:
-            while self._unacked >= self.window_size:
+            while self._unacked >= self.window_size or (
+                self._unacked_bytes and sum(self._unacked_bytes.values()) + self._batch_bytes > self.window_bytes
+            ):
                 self._check_stopped()
                 self._cond.wait(0.1)
             self._check_stopped()
             self._unacked += 1
+            self._unacked_bytes[self.last_sequence + 1] = self._batch_bytes
         self.last_sequence += 1
         batch = agent_pb2.DocumentBatch(
             job_id=self._job.id,
@@ -299,10 +307,14 @@ class DocumentSender:
 
     # -- the runtime's side ------------------------------------------------
 
-    def acknowledged(self) -> None:
-        """A BatchAck for this job's lease arrived: one window slot is free again."""
+    def acknowledged(self, sequence: Optional[int] = None) -> None:
+        """A BatchAck for this job's lease arrived: one window slot (and its bytes) is free again."""
         with self._cond:
             self._unacked = max(self._unacked - 1, 0)
+            if sequence is not None and sequence in self._unacked_bytes:
+                del self._unacked_bytes[sequence]
+            elif self._unacked_bytes:
+                del self._unacked_bytes[min(self._unacked_bytes)]
             self._cond.notify_all()
 
     @property
