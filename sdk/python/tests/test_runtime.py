@@ -23,11 +23,12 @@ from ferry_sdk import (
     ConfigField,
     DocumentSender,
     Job,
+    JobKind,
     SettingsError,
     Source,
     SourceUnreachable,
 )
-from ferry_sdk.proto.ferry.v1 import agent_pb2, agent_pb2_grpc, connector_pb2
+from ferry_sdk.proto.ferry.v1 import agent_pb2, agent_pb2_grpc, connector_pb2, sync_job_pb2
 from ferry_sdk.values import from_value, to_value
 
 FLOW = agent_pb2.FlowControl(max_unacked_batches=2, max_batch_bytes=16 * 1024, max_batch_documents=10)
@@ -310,5 +311,62 @@ def test_a_job_for_a_connector_not_served_fails_cleanly(cp: FakeControlPlane) ->
         f = cp.expect("job_finished").job_finished
         assert (f.job_id, f.lease_id, f.failed.kind) == ("j9", "L9", agent_pb2.FAILURE_KIND_CONFIGURATION)
         assert "'other'" in f.failed.message
+    finally:
+        agent.stop()
+
+
+class Streaming(Counting):
+    """Runs incremental jobs too; records what the job said about its position."""
+
+    job_kinds = (JobKind.FULL, JobKind.INCREMENTAL)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: "queue.Queue[Job]" = queue.Queue()
+
+    def sync(self, job: Job, out: DocumentSender) -> None:
+        self.seen.put(job)
+        if job.kind is JobKind.INCREMENTAL:
+            out.send("changed", {"n": 1})
+            out.checkpoint(b'{"lsn": "0/20"}')
+            return
+        super().sync(job, out)
+
+
+def test_incremental_jobs_get_the_cursor_and_mode(cp: FakeControlPlane) -> None:
+    source = Streaming()
+    agent = start_agent(cp, source)
+    try:
+        cp.expect("hello")
+        a = agent_pb2.AssignJob(job_id="j1", lease_id="L1", connector_id="c1", index_name="idx",
+                                job_type=sync_job_pb2.JOB_TYPE_INCREMENTAL, sync_cursor=b'{"lsn": "0/10"}',
+                                incremental_mode=agent_pb2.INCREMENTAL_MODE_CONTINUOUS, flow_control=FLOW)
+        a.configuration["rows"].CopyFrom(to_value(1))
+        cp.send(assign_job=a)
+        job = source.seen.get(timeout=10)
+        assert (job.kind, job.sync_cursor, job.incremental_mode) == (
+            JobKind.INCREMENTAL, b'{"lsn": "0/10"}', "continuous")
+        b = cp.expect("batch").batch
+        assert b.checkpoint == b'{"lsn": "0/20"}'
+        cp.ack(b)
+        assert cp.expect("job_finished").job_finished.HasField("completed")
+
+    finally:
+        agent.stop()
+
+
+def test_a_job_type_the_source_does_not_run_is_refused_never_run_as_a_full_sync(cp: FakeControlPlane) -> None:
+    source = Counting()  # full syncs only
+    agent = start_agent(cp, source)
+    try:
+        cp.expect("hello")
+        a = agent_pb2.AssignJob(job_id="j2", lease_id="L2", connector_id="c1", index_name="idx",
+                                job_type=sync_job_pb2.JOB_TYPE_INCREMENTAL, flow_control=FLOW)
+        a.configuration["rows"].CopyFrom(to_value(3))
+        cp.send(assign_job=a)
+        f = cp.expect("job_finished").job_finished
+        assert (f.job_id, f.lease_id, f.failed.kind) == ("j2", "L2", agent_pb2.FAILURE_KIND_CONFIGURATION)
+        assert "does not run job type" in f.failed.message
+        assert not source.started.is_set(), "the source must not have run"
     finally:
         agent.stop()

@@ -199,6 +199,9 @@ class _RunningJob:
 
 
 _JOB_KINDS = {
+    # UNSPECIFIED is a full sync (as the control plane's CreateSyncJob reads it).
+    sync_job_pb2.JOB_TYPE_UNSPECIFIED: JobKind.FULL,
+    sync_job_pb2.JOB_TYPE_FULL: JobKind.FULL,
     sync_job_pb2.JOB_TYPE_INCREMENTAL: JobKind.INCREMENTAL,
     sync_job_pb2.JOB_TYPE_ACCESS_CONTROL: JobKind.ACCESS_CONTROL,
 }
@@ -390,17 +393,38 @@ class _Session:
             finished.failed.message = message
             self.enqueue(agent_pb2.AgentMessage(job_finished=finished))
             return
+        kind = _JOB_KINDS.get(a.job_type)
+        if kind is None or kind not in source.job_kinds:
+            # Never run a job as another kind (an incremental job run as a full sync would
+            # delete every document the stream did not send).
+            message = (
+                f"this agent's {source.service_type!r} source does not run job type {a.job_type} "
+                f"(it runs {', '.join(k.value for k in source.job_kinds)}): upgrade the agent or use a supported job type"
+            )
+            log.warning("assigned job %s: %s", a.job_id, message)
+            finished = agent_pb2.JobFinished(job_id=a.job_id, lease_id=a.lease_id)
+            finished.failed.kind = agent_pb2.FAILURE_KIND_CONFIGURATION
+            finished.failed.message = message
+            self.enqueue(agent_pb2.AgentMessage(job_finished=finished))
+            return
         with self.lock:
             if a.job_id in self.jobs:
                 log.warning("job %s assigned twice in one session; ignoring the second", a.job_id)
                 return
+            incremental = kind is JobKind.INCREMENTAL
             job = Job(
                 id=a.job_id,
                 connector_id=a.connector_id,
-                kind=_JOB_KINDS.get(a.job_type, JobKind.FULL),
+                kind=kind,
                 index_name=a.index_name,
                 config=values_from_proto(a.configuration),
                 resume_checkpoint=a.resume_checkpoint or None,
+                sync_cursor=(a.sync_cursor or None) if incremental else None,
+                incremental_mode=(
+                    ("continuous" if a.incremental_mode == agent_pb2.INCREMENTAL_MODE_CONTINUOUS else "drain")
+                    if incremental
+                    else None
+                ),
             )
             flow = a.flow_control if a.HasField("flow_control") else self.welcome.flow_control  # type: ignore[union-attr]
             r = _RunningJob(job=job, lease_id=a.lease_id)

@@ -129,6 +129,13 @@ class Job:
     config: ConfigValues
     #: Position to resume from, as this source wrote it in an earlier attempt; None = from the start.
     resume_checkpoint: Optional[bytes]
+    #: Incremental jobs: the connector's position (its ``sync_cursor``, JSON as the source wrote
+    #: it in a checkpoint of an earlier incremental job); None when the connector has none yet
+    #: (the source then starts with a snapshot). A resumed attempt prefers ``resume_checkpoint``.
+    sync_cursor: Optional[bytes] = None
+    #: Incremental jobs: ``"drain"`` (apply what is there at start, then return) or
+    #: ``"continuous"`` (stream until canceled); None for other kinds.
+    incremental_mode: Optional[str] = None
     #: Set when the job is canceled or the session is lost.
     cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
 
