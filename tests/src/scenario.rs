@@ -22,6 +22,13 @@ pub const SYNC_JOBS: &str = "ferry.v1.SyncJobService";
 /// Batches of this many documents: fine-grained checkpoints (the default,
 /// 5,000, would put a 20,000-row table in four batches).
 pub const BATCH_DOCUMENTS: u32 = 500;
+/// The flow-control window of the tests' control planes. osmem-server runs
+/// one request at a time, so every state read or write (GetSyncJob, a
+/// cancel) waits behind what is already handed to it: window x batch
+/// documents. The default 8 x 500 is ~20 s of typed-index bulk on a loaded
+/// 2-core machine (grpcurl's 30 s deadline was hit); 4 x 500 halves it.
+/// Elasticsearch indexes bulks concurrently and has no such queue.
+pub const UNACKED_BATCHES: u32 = 4;
 /// The control planes' `jobs.lease_timeout_s` (the minimum accepted).
 pub const LEASE_TIMEOUT_S: u64 = 5;
 
@@ -75,13 +82,14 @@ impl World {
     }
 
     /// A control plane on free ports in front of `es_url`, with a
-    /// [`LEASE_TIMEOUT_S`] lease, [`BATCH_DOCUMENTS`]-document batches and a
-    /// fast dispatcher.
+    /// [`LEASE_TIMEOUT_S`] lease, [`BATCH_DOCUMENTS`]-document batches, a
+    /// window of [`UNACKED_BATCHES`] and a fast dispatcher.
     pub fn control_plane_config(&self, es_url: &str) -> anyhow::Result<ControlPlaneConfig> {
         let mut c = ControlPlaneConfig::new(es_url, self.server_tls.clone())?;
         c.env = vec![
             ("FERRY_JOBS__LEASE_TIMEOUT_S".into(), LEASE_TIMEOUT_S.to_string()),
             ("FERRY_JOBS__MAX_BATCH_DOCUMENTS".into(), BATCH_DOCUMENTS.to_string()),
+            ("FERRY_JOBS__MAX_UNACKED_BATCHES".into(), UNACKED_BATCHES.to_string()),
             ("FERRY_JOBS__POLL_INTERVAL_MS".into(), "200".into()),
         ];
         Ok(c)
