@@ -104,6 +104,8 @@ pub struct RawJobs {
     pub lease_timeout_s: Option<u64>,
     /// How often the dispatcher looks for pending jobs.
     pub poll_interval_ms: Option<u64>,
+    /// How often a progress line is logged per running job (default 30).
+    pub progress_log_s: Option<u64>,
 }
 
 /// Validated configuration.
@@ -177,6 +179,7 @@ pub struct JobSettings {
     pub max_batch_documents: u32,
     pub lease_timeout: Duration,
     pub poll_interval: Duration,
+    pub progress_log_every: Duration,
 }
 
 /// Loads the file at `path`, applies `env`, validates, then checks what
@@ -354,6 +357,7 @@ impl RawConfig {
             max_batch_documents: j.max_batch_documents.unwrap_or(2_500).clamp(1, 100_000),
             lease_timeout: Duration::from_secs(j.lease_timeout_s.unwrap_or(60).max(5)),
             poll_interval: Duration::from_millis(j.poll_interval_ms.unwrap_or(1_000).clamp(50, 60_000)),
+            progress_log_every: Duration::from_secs(j.progress_log_s.unwrap_or(30).clamp(1, 3_600)),
         };
         let enrollment = self.enrollment.ca_key.as_ref().map(|ca_key| {
             let ttl = match &self.enrollment.certificate_ttl {

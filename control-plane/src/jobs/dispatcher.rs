@@ -201,16 +201,26 @@ async fn connector_busy(app: &App, connector_id: &str, except_job: &str) -> Resu
 pub async fn run_progress(app: Arc<App>) {
     let mut tick = tokio::time::interval(PROGRESS_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // When each running job last had a progress line in the log.
+    let mut logged: std::collections::HashMap<String, std::time::Instant> = Default::default();
     loop {
         tokio::select! {
             _ = app.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
+        let mut running = std::collections::HashSet::new();
         for session in app.registry.all() {
             let runs: Vec<_> = session.jobs.lock().expect("jobs lock").values().cloned().collect();
             for run in runs {
+                running.insert(run.job_id.clone());
                 match lifecycle::flush_stats(&app, &run).await {
-                    Ok(FlushResult::Continue) => {}
+                    Ok(FlushResult::Continue) => {
+                        let last = logged.entry(run.job_id.clone()).or_insert(run.started);
+                        if last.elapsed() >= app.jobs.progress_log_every {
+                            *last = std::time::Instant::now();
+                            log_progress(&run, &session.agent_id);
+                        }
+                    }
                     Ok(FlushResult::CancelRequested) => {
                         if run.mark_cancel_sent() {
                             send_cancel(&session, &run.job_id, &run.lease_id, "canceled by the user");
@@ -230,7 +240,24 @@ pub async fn run_progress(app: Arc<App>) {
                 }
             }
         }
+        logged.retain(|id, _| running.contains(id));
     }
+}
+
+/// One progress line of a long job (every `jobs.progress_log_s`), so an
+/// operator reading the log sees it move.
+fn log_progress(run: &crate::jobs::ingest::JobRun, agent_id: &str) {
+    let (indexed, deleted, rejected, bytes) = {
+        let s = run.stats.lock().expect("stats lock");
+        (s.indexed, s.deleted, s.rejected, s.bytes)
+    };
+    let secs = run.started.elapsed().as_secs_f64().max(0.001);
+    tracing::info!(
+        job_id = %run.job_id, connector_id = %run.connector_id, agent_id, indexed, deleted, rejected,
+        mb = bytes / (1024 * 1024), docs_per_s = (indexed as f64 / secs).round() as u64,
+        running_s = secs.round() as u64,
+        "sync job progress: {indexed} documents indexed"
+    );
 }
 
 /// Queues `CancelJob` for the agent (never waits for it: see `agents::registry`).

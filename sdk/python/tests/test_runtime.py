@@ -370,3 +370,21 @@ def test_a_job_type_the_source_does_not_run_is_refused_never_run_as_a_full_sync(
         assert not source.started.is_set(), "the source must not have run"
     finally:
         agent.stop()
+
+def test_tls_mistakes_are_explained() -> None:
+    """http:// with TLS files is refused up front; a failed handshake gets one explanation that names
+    the client certificate and the CA (as the Rust agent does), not gRPC-core noise."""
+    from ferry_sdk.runtime import explain_session_failure
+
+    env = {"FERRY_CONTROL_PLANE_URL": "http://cp:50051", "FERRY_TLS_CA": "ca.pem", "FERRY_TLS_CERT": "c.pem",
+           "FERRY_TLS_KEY": "k.pem", "FERRY_CONNECTOR_ID": "c1"}
+    with pytest.raises(SettingsError, match="is not https:// but TLS files are set: use https://"):
+        AgentSettings.from_env("counting", env)
+    settings = AgentSettings.from_env("counting", {**env, "FERRY_CONTROL_PLANE_URL": "https://cp:50051"})
+    why = explain_session_failure("UNAVAILABLE: failed to connect to all addresses; last error: UNKNOWN: "
+                                  "ipv4:127.0.0.1:50051: Ssl handshake failed: SSL_ERROR_SSL: "
+                                  "error:1000045c:SSL routines:OPENSSL_internal:TLSV1_ALERT_CERTIFICATE_REQUIRED",
+                                  settings)
+    assert why is not None
+    assert "client certificate" in why and "not the control plane's server certificate" in why and "c.pem" in why
+    assert explain_session_failure("UNAVAILABLE: Connection refused", settings) is None

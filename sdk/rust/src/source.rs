@@ -398,6 +398,9 @@ pub struct DocumentSender {
     /// Progress facts not yet sent, and when the last JobProgress left.
     progress: serde_json::Map<String, serde_json::Value>,
     progress_sent: Option<Instant>,
+    /// For the progress line logged every [`PROGRESS_LOG_EVERY`].
+    started: Instant,
+    progress_logged: Instant,
 }
 
 /// How the control plane applies one document of a batch.
@@ -424,6 +427,9 @@ impl DocOp {
         }
     }
 }
+
+/// A long job logs a progress line this often (documents sent, docs/s).
+const PROGRESS_LOG_EVERY: Duration = Duration::from_secs(30);
 
 /// JobProgress messages are sent at most this often per job.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
@@ -458,6 +464,8 @@ impl DocumentSender {
             metadata: serde_json::Map::new(),
             progress: serde_json::Map::new(),
             progress_sent: None,
+            started: Instant::now(),
+            progress_logged: Instant::now(),
         }
     }
 
@@ -653,6 +661,15 @@ impl DocumentSender {
         m.documents_sent.inc_by(len as u64);
         m.bytes_sent.inc_by(self.batch_bytes as u64);
         self.batch_bytes = 0;
+        if self.progress_logged.elapsed() >= PROGRESS_LOG_EVERY {
+            self.progress_logged = Instant::now();
+            let secs = self.started.elapsed().as_secs_f64().max(0.001);
+            tracing::info!(
+                job_id = %self.job_id, documents = self.documents_sent, batches = self.last_sequence,
+                docs_per_s = (self.documents_sent as f64 / secs).round() as u64, running_s = secs.round() as u64,
+                "sync job progress: {} documents sent", self.documents_sent
+            );
+        }
         let msg = proto::AgentMessage { message: Some(proto::agent_message::Message::Batch(batch)) };
         tokio::select! {
             biased;

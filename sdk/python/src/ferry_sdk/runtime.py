@@ -27,7 +27,11 @@ from dataclasses import dataclass
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
-import grpc
+# gRPC core prints its own lines for every failed TLS handshake, in a loop;
+# the runtime explains a failure once instead (GRPC_VERBOSITY=ERROR to see them).
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
+import grpc  # noqa: E402
 
 from ferry_sdk.proto.ferry.v1 import agent_pb2, agent_pb2_grpc, sync_job_pb2
 from ferry_sdk.source import (
@@ -94,6 +98,11 @@ class AgentSettings:
         elif not url.startswith(("https://", "http://")):
             errors.append(f"FERRY_CONTROL_PLANE_URL {url!r} must start with https://")
         tls = [env.get(k) or None for k in ("FERRY_TLS_CA", "FERRY_TLS_CERT", "FERRY_TLS_KEY")]
+        if url.startswith("http://") and any(tls):
+            errors.append(
+                f"FERRY_CONTROL_PLANE_URL {url!r} is not https:// but TLS files are set: use https:// "
+                "(the control plane's agents listener only speaks TLS)"
+            )
         if url.startswith("https://") and not all(tls):
             errors.append(
                 "FERRY_TLS_CA, FERRY_TLS_CERT and FERRY_TLS_KEY are all required: "
@@ -118,6 +127,24 @@ class AgentSettings:
             server_name=env.get("FERRY_CONTROL_PLANE__SERVER_NAME") or None,
             max_concurrent_jobs=max(jobs, 1),
         )
+
+
+def explain_session_failure(reason: str, settings: AgentSettings) -> Optional[str]:
+    """What to do about a session that failed before Welcome, when the reason says TLS or a plain-text
+    peer; ``None`` when there is nothing better to say than the reason itself."""
+    low = reason.lower()
+    tls_words = ("handshake", "ssl", "tls", "certificate", "alert", "wrong_version_number")
+    if not any(w in low for w in tls_words) and "socket closed" not in low:
+        return None
+    return (
+        f"the TLS handshake with the control plane at {settings.control_plane_url} failed ({reason}). Check: "
+        f"FERRY_TLS_CERT ({settings.tls_cert}) is this agent's client certificate (extended key usage clientAuth, "
+        "signed by the control plane's agents.tls.client_ca; `ferry-control-plane certs agent --id AGENT` makes one), "
+        "not the control plane's server certificate; FERRY_TLS_KEY is its key; FERRY_TLS_CA "
+        f"({settings.tls_ca}) is the CA that signed the control plane's server certificate; the URL is https:// "
+        "and names the agents listener (agents.listen), not the admin API. The control plane's log says why it "
+        "refused the handshake. Retrying with backoff; this is logged once"
+    )
 
 
 class Backoff:
@@ -509,6 +536,7 @@ class Agent:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self.stop())
         backoff = Backoff()
+        explained = False
         while not self._stop.is_set():
             started = time.monotonic()
             channel = open_channel(self.settings)
@@ -521,6 +549,14 @@ class Agent:
             if time.monotonic() - started > 30:
                 backoff.reset()
             delay = backoff.next_delay()
+            explanation = explain_session_failure(reason, self.settings) if not explained else None
+            if explanation:
+                explained = True
+                log.error("%s", explanation)
+            elif explained and explain_session_failure(reason, self.settings):
+                log.debug("control plane session failed again: %s; reconnecting in %.2f s", reason, delay)
+                self._stop.wait(delay)
+                continue
             log.warning("control plane session ended: %s; reconnecting in %.2f s", reason, delay)
             self._stop.wait(delay)
         log.info("agent stopped")
