@@ -11,7 +11,8 @@ cannot keep up the achieved rate says so. The live ids are read from the table a
 harness runs one writer per step on the same table).
 
 With --markers, each single-row INSERT prints `M <id> <unix µs after COMMIT returned>` on stdout
-as it happens (the harness polls the index for them: commit -> searchable). The last stdout line
+as it happens (the harness polls the index for them: commit -> searchable); those rows are
+never updated or deleted afterwards. The last stdout line
 is a JSON summary.
 """
 import argparse
@@ -65,10 +66,12 @@ def main():
             next_id += parts
             conn.execute(f"INSERT INTO {t} (id, sku, qty, price, note) VALUES (%s, %s, 0, 9.99, %s)",
                          (i, f"SKU-{i}", note))
-            live.append(i)
             counts["inserts"] += 1
             if a.markers:
+                # A marker is never updated or deleted afterwards: it must become searchable.
                 print(f"M {i} {time.time_ns() // 1000}", flush=True)
+            else:
+                live.append(i)
         elif k == "u":
             conn.execute(f"UPDATE {t} SET qty = qty + 1, price = price + 0.01 WHERE id = %s",
                          (live[rnd.randrange(len(live))],))
