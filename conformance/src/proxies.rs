@@ -204,9 +204,21 @@ impl Drop for EsProxy {
 }
 
 async fn handle(st: &EsState, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let is_bulk = req.uri().path().ends_with("/_bulk");
+    let (parts, body) = req.into_parts();
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return proxy_error(&format!("reading the request body: {e}")),
+    };
+    // Every `_bulk` is held (Elasticsearch stalls as a whole), but only
+    // content batches count as in flight: the control plane also writes its
+    // own small state documents (last_seen, fleet records) with `_bulk`,
+    // always to dot-prefixed indices.
+    let is_bulk = parts.uri.path().ends_with("/_bulk");
+    let is_content = is_bulk && !first_action_targets_state_index(&body);
     if is_bulk {
-        st.bulk_in_flight.fetch_add(1, Ordering::SeqCst);
+        if is_content {
+            st.bulk_in_flight.fetch_add(1, Ordering::SeqCst);
+        }
         while st.hold.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -215,26 +227,44 @@ async fn handle(st: &EsState, req: Request<Incoming>) -> Response<Full<Bytes>> {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
     }
-    let resp = match forward(st, req).await {
+    let resp = match forward(st, parts, body).await {
         Ok(r) => r,
-        Err(e) => Response::builder()
-            .status(502)
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(
-                serde_json::json!({"error": {"type": "proxy_error", "reason": format!("{e:#}")}, "status": 502})
-                    .to_string(),
-            )))
-            .expect("static response"),
+        Err(e) => proxy_error(&format!("{e:#}")),
     };
-    if is_bulk {
+    if is_content {
         st.bulk_in_flight.fetch_sub(1, Ordering::SeqCst);
     }
     resp
 }
 
-async fn forward(st: &EsState, req: Request<Incoming>) -> anyhow::Result<Response<Full<Bytes>>> {
-    let (parts, body) = req.into_parts();
-    let body = body.collect().await?.to_bytes();
+/// Whether the first action line of a `_bulk` body names a dot-prefixed
+/// index (the control plane's state, not a content batch).
+fn first_action_targets_state_index(body: &[u8]) -> bool {
+    let line = body.split(|b| *b == b'\n').next().unwrap_or_default();
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) else { return false };
+    v.as_object()
+        .and_then(|o| o.values().next())
+        .and_then(|a| a.get("_index"))
+        .and_then(|i| i.as_str())
+        .is_some_and(|i| i.starts_with('.'))
+}
+
+fn proxy_error(reason: &str) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(502)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(
+            serde_json::json!({"error": {"type": "proxy_error", "reason": reason}, "status": 502})
+                .to_string(),
+        )))
+        .expect("static response")
+}
+
+async fn forward(
+    st: &EsState,
+    parts: hyper::http::request::Parts,
+    body: Bytes,
+) -> anyhow::Result<Response<Full<Bytes>>> {
     let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let method = reqwest::Method::from_bytes(parts.method.as_str().as_bytes())?;
     let mut up = st.http.request(method, format!("{}{}", st.upstream, path)).body(body);
