@@ -464,12 +464,7 @@ impl ConnectorService for Connectors {
         }
         let res = self.app.stores.connectors.search(&body).await.map_err(Status::from)?;
         let mut res = res;
-        let next_page_token = if res.hits.len() > size {
-            res.hits.truncate(size);
-            res.hits.last().and_then(|h| h.sort.clone()).map(|s| super::page::encode(&s)).unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token = super::page::take_page(&mut res.hits, size);
         let connectors = res
             .hits
             .into_iter()

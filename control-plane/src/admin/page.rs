@@ -22,6 +22,16 @@ pub fn encode(after: &[serde_json::Value]) -> String {
     hex::encode(serde_json::Value::Array(after.to_vec()).to_string())
 }
 
+/// Cuts a search answer fetched with `size + 1` hits down to `size` and
+/// returns the token of the next page (empty on the last page).
+pub fn take_page<T>(hits: &mut Vec<crate::elasticsearch::client::Hit<T>>, size: usize) -> String {
+    if hits.len() <= size {
+        return String::new();
+    }
+    hits.truncate(size);
+    hits.last().and_then(|h| h.sort.clone()).map(|s| encode(&s)).unwrap_or_default()
+}
+
 /// `None` for an empty token (the first page).
 pub fn decode(token: &str) -> Result<Option<Vec<serde_json::Value>>> {
     if token.is_empty() {

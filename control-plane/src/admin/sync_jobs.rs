@@ -354,12 +354,7 @@ impl SyncJobService for SyncJobs {
         }
         let res = self.app.stores.jobs.search(&body).await?;
         let mut res = res;
-        let next_page_token = if res.hits.len() > size {
-            res.hits.truncate(size);
-            res.hits.last().and_then(|h| h.sort.clone()).map(|s| super::page::encode(&s)).unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token = super::page::take_page(&mut res.hits, size);
         let sync_jobs = res.hits.iter().map(|h| convert::sync_job_view(&h.id, &h.source, full)).collect();
         Ok(Response::new(proto::ListSyncJobsResponse { sync_jobs, count: res.total as i64, next_page_token }))
     }

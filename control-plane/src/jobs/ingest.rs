@@ -536,34 +536,24 @@ mod tests {
     fn documents_carry_elastics_pipeline_flags_only_when_a_pipeline_runs() {
         let settings = serde_json::json!({"name": "search-default-ingestion", "extract_binary_content": true,
             "reduce_whitespace": false, "run_ml_inference": true});
-        let new = |p| {
-            JobRun::new(
-                "j".into(),
-                "l".into(),
-                "c".into(),
-                "i".into(),
-                true,
-                false,
-                7,
-                4,
-                100,
-                RunStats::default(),
-                p,
-            )
-        };
-        let with = new(Some(("search-default-ingestion".into(), &settings)));
+        let with = run_with(Some(("search-default-ingestion".into(), &settings)));
         assert_eq!(with.pipeline.as_deref(), Some("search-default-ingestion"));
         assert_eq!(
             spliced(&with),
-            serde_json::json!({"_ferry_sync_generation": 7, "_extract_binary_content": true,
+            serde_json::json!({"_ferry_sync_generation": 1, "_extract_binary_content": true,
                 "_reduce_whitespace": false, "_run_ml_inference": true})
         );
-        let without = new(None);
+        let without = run_with(None);
         assert_eq!(without.pipeline, None);
-        assert_eq!(spliced(&without), serde_json::json!({"_ferry_sync_generation": 7}));
+        assert_eq!(spliced(&without), serde_json::json!({"_ferry_sync_generation": 1}));
     }
 
     fn run() -> JobRun {
+        run_with(None)
+    }
+
+    /// A full-sync run of generation 1 with a 2-batch window, using `pipeline`.
+    fn run_with(pipeline: Option<(String, &serde_json::Value)>) -> JobRun {
         JobRun::new(
             "j".into(),
             "l".into(),
@@ -575,7 +565,7 @@ mod tests {
             2,
             100,
             RunStats::default(),
-            None,
+            pipeline,
         )
     }
 
